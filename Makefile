@@ -1,0 +1,58 @@
+# shipshape: Ansible that takes a bare Debian server to a hardened, HTTPS-served,
+# backed-up Docker Compose deployment. `make demo` and `make test` are the two commands.
+
+SHELL      := /bin/bash
+PYTHON     ?= python3
+VENV       := .venv
+BIN        := $(CURDIR)/$(VENV)/bin
+export PATH := $(BIN):$(PATH)
+export ANSIBLE_FORCE_COLOR := 0
+export PY_COLORS := 0
+export NO_COLOR := 1
+
+# Every directory under molecule/ with a molecule.yml is a scenario.
+SCENARIOS  ?= $(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml))))
+
+.PHONY: help venv engine images lint pytest molecule test demo demo-down clean
+
+help: ## Show the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements.txt
+	touch $@
+
+venv: $(VENV)/.installed ## Create the virtualenv with the pinned toolchain (once)
+
+engine: ## Make sure a Docker engine answers (installs Debian's docker.io when root on Debian)
+	$(PYTHON) scripts/ensure_docker.py
+
+images: engine ## Build the test-bed host images (cached by recipe hash)
+	$(PYTHON) scripts/build_images.py
+
+lint: venv ## yamllint and ansible-lint (production profile)
+	yamllint --strict .
+	ansible-lint --profile production
+
+pytest: venv engine ## Unit and integration tests of the scripts
+	pytest tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; else exit $$rc; fi
+
+molecule: venv images ## Every Molecule scenario (or SCENARIOS="a b")
+	@set -e; for s in $(SCENARIOS); do \
+	  echo "=== molecule test -s $$s"; start=$$(date +%s); \
+	  molecule test -s $$s; \
+	  echo "=== $$s passed in $$(( $$(date +%s) - start ))s"; \
+	done
+
+test: lint pytest molecule ## Everything CI runs
+
+demo: venv images ## Deploy the example app onto a local server container
+	$(BIN)/python scripts/demo.py up
+
+demo-down: ## Remove everything the demo made
+	$(PYTHON) scripts/demo.py down
+
+clean: demo-down ## Remove the demo and the virtualenv (images stay cached)
+	rm -rf $(VENV)
