@@ -207,7 +207,21 @@ def ensure_image(key: str, mirror: str, security: str | None, force: bool, allow
             build_with_debootstrap(rec, hashed, mirror)
         say(f"{hashed}: built")
     run(["docker", "tag", hashed, alias])
+    remove_stale_tags(hashed)
     return alias
+
+
+def remove_stale_tags(current: str) -> None:
+    """Untag images built from older recipes of the same image (REPO:TAG-<other hash>)."""
+    repo, tag = current.rsplit(":", 1)
+    prefix = tag.rsplit("-", 1)[0] + "-"
+    listing = run(["docker", "images", repo, "--format", "{{.Repository}}:{{.Tag}}"],
+                  capture=True).stdout.decode().split()
+    for ref in listing:
+        other = ref.rsplit(":", 1)[1]
+        if ref != current and other.startswith(prefix) and len(other) == len(tag):
+            subprocess.run(["docker", "rmi", ref], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, check=False)
 
 
 def main(argv=None) -> int:

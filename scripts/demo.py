@@ -1,0 +1,222 @@
+#!/usr/bin/env python3
+"""The local demo: a Debian 13 "server" in a container, deployed to over real SSH.
+
+  up     start the demo server (systemd, sshd, Docker inside; SSH published on
+         127.0.0.1 only, with a key generated now), then run
+         `ansible-playbook site.yml -i inventories/local` against it and print where it is.
+  down   remove everything `up` made: containers, volumes, network, the generated key.
+  status show whether the demo server runs and how to reach it.
+
+The demo server stands in for a freshly rented server: a `deploy` user that logs in with
+a key and may use sudo, as a cloud provider's image gives you.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from testbed_common import (  # noqa: E402
+    PROJECT, REPO_ROOT, TestbedError, die, docker_answers, run, say,
+)
+
+CONTAINER = f"{PROJECT}-demo"
+NETWORK = f"{PROJECT}-demo"
+DOCKER_VOLUME = f"{CONTAINER}-var-lib-docker"
+IMAGE = f"{PROJECT}/host:debian13"
+STATE_DIR = REPO_ROOT / ".demo"
+KEY = STATE_DIR / "id_ed25519"
+KNOWN_HOSTS = STATE_DIR / "known_hosts"
+DEPLOY_USER = "deploy"
+SSH_PORT = int(os.environ.get("SHIPSHAPE_DEMO_SSH_PORT", "2222"))
+HTTP_PORT = int(os.environ.get("SHIPSHAPE_DEMO_HTTP_PORT", "8080"))
+HTTPS_PORT = int(os.environ.get("SHIPSHAPE_DEMO_HTTPS_PORT", "8443"))
+PLATFORM_VARS = REPO_ROOT / "molecule/shared/vars/platform.yml"
+
+
+def platform_args() -> list:
+    """`docker run` flags that boot systemd without --privileged (shared with Molecule)."""
+    import yaml  # from the project's virtualenv
+
+    conf = yaml.safe_load(PLATFORM_VARS.read_text())
+    args = ["--cap-drop", "ALL"]
+    for cap in conf["shipshape_host_capabilities"]:
+        args += ["--cap-add", cap]
+    for opt in conf["shipshape_host_security_opts"]:
+        args += ["--security-opt", opt]
+    args += ["--cgroupns", conf["shipshape_host_cgroupns_mode"]]
+    for vol in conf["shipshape_host_volumes"]:
+        args += ["-v", vol]
+    for tmpfs in conf["shipshape_host_tmpfs"]:
+        args += ["--tmpfs", tmpfs]
+    return args
+
+
+def container_state() -> str | None:
+    proc = subprocess.run(["docker", "inspect", "-f", "{{.State.Status}}", CONTAINER],
+                          capture_output=True, text=True, check=False)
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def dexec(*cmd: str, input_text: str | None = None) -> subprocess.CompletedProcess:
+    return run(["docker", "exec", "-i", CONTAINER, *cmd], capture=True,
+               input_bytes=input_text.encode() if input_text is not None else None)
+
+
+def wait_for_systemd(timeout: int = 120) -> None:
+    deadline = time.monotonic() + timeout
+    state = ""
+    while time.monotonic() < deadline:
+        proc = subprocess.run(["docker", "exec", CONTAINER, "systemctl", "is-system-running"],
+                              capture_output=True, text=True, check=False)
+        state = proc.stdout.strip()
+        if state in ("running", "degraded"):
+            return
+        time.sleep(1)
+    raise TestbedError(f"the demo server did not finish booting (systemd: {state or 'no answer'})")
+
+
+def generate_key() -> None:
+    STATE_DIR.mkdir(mode=0o700, exist_ok=True)
+    if not KEY.exists():
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{PROJECT}-demo", "-f", str(KEY)])
+        say(f"generated a demo SSH key: {KEY.relative_to(REPO_ROOT)}")
+
+
+def start_server() -> None:
+    state = container_state()
+    if state == "running":
+        say(f"demo server {CONTAINER} already runs")
+        return
+    if state is not None:
+        run(["docker", "start", CONTAINER])
+    else:
+        if subprocess.run(["docker", "network", "inspect", NETWORK], capture_output=True,
+                          check=False).returncode != 0:
+            run(["docker", "network", "create", NETWORK], capture=True)
+        say(f"starting the demo server {CONTAINER} ({IMAGE})")
+        run(["docker", "run", "-d", "--name", CONTAINER, "--hostname", "demo",
+             "--network", NETWORK, *platform_args(),
+             "-v", f"{DOCKER_VOLUME}:/var/lib/docker",
+             "-p", f"127.0.0.1:{SSH_PORT}:22",
+             "-p", f"127.0.0.1:{HTTP_PORT}:80",
+             "-p", f"127.0.0.1:{HTTPS_PORT}:443",
+             "--label", f"{PROJECT}.demo=1",
+             IMAGE, "/lib/systemd/systemd"], capture=True)
+    wait_for_systemd()
+
+
+def provision_login() -> None:
+    """What a provider does for a new server: a sudo user that logs in with your key."""
+    pub = KEY.with_suffix(".pub").read_text().strip()
+    script = f"""
+set -eu
+id {DEPLOY_USER} >/dev/null 2>&1 || useradd --create-home --shell /bin/bash {DEPLOY_USER}
+install -d -m 0700 -o {DEPLOY_USER} -g {DEPLOY_USER} /home/{DEPLOY_USER}/.ssh
+printf '%s\\n' '{pub}' > /home/{DEPLOY_USER}/.ssh/authorized_keys
+chown {DEPLOY_USER}:{DEPLOY_USER} /home/{DEPLOY_USER}/.ssh/authorized_keys
+chmod 0600 /home/{DEPLOY_USER}/.ssh/authorized_keys
+printf '%s\\n' '{DEPLOY_USER} ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/90-provider
+chmod 0440 /etc/sudoers.d/90-provider
+visudo -cqf /etc/sudoers.d/90-provider
+# A container has a read-only /proc/sys; Docker 26 needs this to start containers there.
+install -d /etc/systemd/system/docker.service.d
+printf '[Service]\\nEnvironment=DOCKER_ALLOW_IPV6_ON_IPV4_INTERFACE=1\\n' \\
+  > /etc/systemd/system/docker.service.d/10-demo-container.conf
+"""
+    dexec("sh", "-c", script)
+
+
+def wait_for_ssh(timeout: int = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        proc = subprocess.run(["ssh-keyscan", "-p", str(SSH_PORT), "-t", "ed25519", "127.0.0.1"],
+                              capture_output=True, text=True, check=False, timeout=15)
+        if proc.returncode == 0 and proc.stdout.strip():
+            KNOWN_HOSTS.write_text(proc.stdout)
+            KNOWN_HOSTS.chmod(0o600)
+            return
+        time.sleep(1)
+    raise TestbedError(f"sshd of the demo server did not answer on 127.0.0.1:{SSH_PORT}")
+
+
+def ansible_playbook(*args: str) -> int:
+    beside = Path(sys.executable).parent / "ansible-playbook"
+    exe = str(beside) if beside.exists() else shutil.which("ansible-playbook")
+    if exe is None:
+        raise TestbedError("ansible-playbook not found; run `make venv` (or `make demo`) first")
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO_ROOT / "ansible.cfg"))
+    env["PATH"] = f"{Path(exe).parent}{os.pathsep}{env.get('PATH', '')}"
+    return subprocess.run([exe, *args], cwd=REPO_ROOT, env=env, check=False).returncode
+
+
+def up(args) -> int:
+    if not docker_answers():
+        die("no Docker engine answers; run scripts/ensure_docker.py (or `make demo`)")
+    try:
+        generate_key()
+        start_server()
+        provision_login()
+        wait_for_ssh()
+    except TestbedError as exc:
+        die(f"starting the demo server failed: {exc}")
+    say(f"demo server is up; SSH: ssh -i {KEY.relative_to(REPO_ROOT)} -p {SSH_PORT} "
+        f"-o UserKnownHostsFile={KNOWN_HOSTS.relative_to(REPO_ROOT)} {DEPLOY_USER}@127.0.0.1")
+    if args.no_deploy:
+        return 0
+    try:
+        rc = ansible_playbook("site.yml", "-i", "inventories/local", *args.ansible_args)
+    except TestbedError as exc:
+        die(str(exc))
+    if rc != 0:
+        die(f"ansible-playbook site.yml failed (exit {rc}); the demo server is still up for a look "
+            f"(`make demo-down` removes it)", rc)
+    print()
+    say("site.yml finished on the demo server")
+    say(f"  SSH:   ssh -i .demo/id_ed25519 -p {SSH_PORT} "
+        f"-o UserKnownHostsFile=.demo/known_hosts {DEPLOY_USER}@127.0.0.1")
+    say("  remove it all: make demo-down")
+    return 0
+
+
+def down(_args) -> int:
+    if not docker_answers():
+        say("no Docker engine answers; nothing to remove there")
+    else:
+        for cmd in (["docker", "rm", "-f", "-v", CONTAINER],
+                    ["docker", "volume", "rm", "-f", DOCKER_VOLUME],
+                    ["docker", "network", "rm", NETWORK]):
+            subprocess.run(cmd, capture_output=True, check=False)
+    shutil.rmtree(STATE_DIR, ignore_errors=True)
+    say("demo removed (containers, volume, network, generated key)")
+    return 0
+
+
+def status(_args) -> int:
+    state = container_state() if docker_answers() else None
+    say(f"demo server {CONTAINER}: {state or 'absent'}")
+    return 0 if state == "running" else 1
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_up = sub.add_parser("up", help="start the demo server and deploy to it")
+    p_up.add_argument("--no-deploy", action="store_true", help="start the server only")
+    p_up.add_argument("ansible_args", nargs="*", help="extra ansible-playbook arguments (after --)")
+    p_up.set_defaults(func=up)
+    sub.add_parser("down", help="remove everything the demo made").set_defaults(func=down)
+    sub.add_parser("status", help="show whether the demo server runs").set_defaults(func=status)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
