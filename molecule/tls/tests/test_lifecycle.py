@@ -1,0 +1,111 @@
+"""Certificate lifecycle against the live Pebble: renewal, changed names, the expiry
+check, bad input, a failed request while the ACME server is down, and check mode on a
+fresh host.
+
+These run after test_edge.py (pytest runs files in name order) and in this order; the
+last one leaves the edge with the certificate names of converge.yml. Stopping Pebble
+changes its roots, so the test that does it comes last.
+"""
+
+from __future__ import annotations
+
+import time
+
+import testlib
+from tlsprobe import ACME, EDGE, NAMES, PEBBLE_TLS_CERT, https, issuer_cn, pebble_root_pem, sans, served_cert
+
+testinfra_hosts = [f"ansible://{EDGE}"]
+EXTRA = "api.app.example.test"
+CONVERGE = "converge.yml"
+
+
+def domains(*aliases: str) -> dict:
+    return {"tls_domains": [{"name": NAMES[0], "aliases": list(aliases)}]}
+
+
+def served_until(edge_ip, pebble_root, predicate, timeout=20):
+    """The served certificate once `predicate` holds for it (reloads take a moment)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        cert = served_cert(edge_ip, NAMES[0], pebble_root)
+        if predicate(cert) or time.monotonic() > deadline:
+            return cert
+        time.sleep(1)
+
+
+def test_forced_renewal_reloads_nginx_with_the_new_certificate(edge_ip, pebble_root):
+    before = served_cert(edge_ip, NAMES[0], pebble_root)["serialNumber"]
+    proc = testlib.docker_exec(EDGE, "env", f"REQUESTS_CA_BUNDLE={PEBBLE_TLS_CERT}",
+                               "certbot", "renew", "--force-renewal", "--no-random-sleep-on-renew")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # The deploy hook, not the test, reloaded nginx.
+    after = served_until(edge_ip, pebble_root, lambda c: c["serialNumber"] != before)
+    assert after["serialNumber"] != before
+    assert issuer_cn(after).startswith("Pebble Intermediate CA")
+    assert sans(after) == set(NAMES)
+
+
+def test_changed_names_get_a_new_certificate(edge_ip, pebble_root):
+    proc = testlib.run_playbook(CONVERGE, domains(NAMES[1], EXTRA))
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    cert = served_until(edge_ip, pebble_root, lambda c: EXTRA in sans(c))
+    assert sans(cert) == {*NAMES, EXTRA}
+    assert served_cert(edge_ip, EXTRA, pebble_root)["serialNumber"] == cert["serialNumber"]
+
+
+def test_expiry_check_fails_or_warns_when_too_close():
+    # Pebble issues 90-day certificates: a 100-day threshold must trip the check
+    # (converge passed with the default of 14 days).
+    proc = testlib.run_playbook(CONVERGE, {"tls_expiry_min_days": 100}, "--tags", "tls_expiry")
+    assert proc.returncode != 0
+    assert "in fewer than 100 days (tls_expiry_min_days)" in proc.stdout
+    proc = testlib.run_playbook(CONVERGE, {"tls_expiry_min_days": 100, "tls_expiry_action": "warn"},
+                                "--tags", "tls_expiry")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert testlib.recap(proc.stdout)[EDGE]["ignored"] == 1
+
+
+def test_bad_input_fails_before_any_change():
+    proc = testlib.run_playbook(CONVERGE, domains("Bad_Name"))
+    assert proc.returncode != 0
+    assert "tls_domains holds 'Bad_Name'" in proc.stdout
+    assert testlib.recap(proc.stdout)[EDGE]["changed"] == 0
+
+
+def test_acme_server_down_fails_clearly_and_nginx_keeps_serving(edge_ip, pebble_root, tmp_path):
+    # The edge serves the three-name certificate of the previous test; the converge
+    # names (two) need a new one, which cannot be had while Pebble is stopped.
+    before = served_cert(edge_ip, NAMES[0], pebble_root)
+    assert EXTRA in sans(before)
+    stop = testlib.docker_exec(ACME, "systemctl", "stop", "pebble")
+    assert stop.returncode == 0, stop.stderr
+    try:
+        proc = testlib.run_playbook(CONVERGE)
+        assert proc.returncode != 0
+        assert f"certbot could not obtain a certificate for {NAMES[0]}" in proc.stdout
+        assert "nginx keeps serving with the previous certificate" in proc.stdout
+        # Still serving, with the same certificate, verified against the same root.
+        status, _, _ = https(edge_ip, NAMES[0], pebble_root, "/")
+        assert status == 200
+        assert served_cert(edge_ip, NAMES[0], pebble_root)["serialNumber"] == before["serialNumber"]
+    finally:
+        # Pebble keeps its state in memory: after a restart it has new roots and no
+        # accounts, so certbot's account for it goes too, and the play is run again.
+        start = testlib.docker_exec(ACME, "systemctl", "start", "pebble")
+        testlib.docker_exec(EDGE, "rm", "-rf", "/etc/letsencrypt/accounts/tls-acme:14000")
+        time.sleep(2)
+        restore = testlib.run_playbook(CONVERGE)
+    assert start.returncode == 0, start.stderr
+    assert restore.returncode == 0, restore.stdout[-3000:]
+    new_root = tmp_path / "root.pem"
+    new_root.write_text(pebble_root_pem())
+    cert = served_until(edge_ip, new_root, lambda c: EXTRA not in sans(c))
+    assert sans(cert) == set(NAMES)
+
+
+def test_check_mode_completes_on_a_fresh_host(fresh_check_run):
+    # tls-acme has neither nginx nor certbot; the check run started with the session.
+    proc = fresh_check_run.result(timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert testlib.recap(proc.stdout)[ACME]["failed"] == 0
+    assert testlib.docker_exec(ACME, "test", "-e", "/etc/nginx").returncode != 0
