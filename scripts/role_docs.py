@@ -24,7 +24,7 @@ END = "<!-- END VARIABLES -->"
 
 
 def _cell(value) -> str:
-    text = value if isinstance(value, str) else json.dumps(value)
+    text = value if isinstance(value, str) and value else json.dumps(value)
     return text.replace("|", "\\|").replace("\n", " ")
 
 

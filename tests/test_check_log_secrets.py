@@ -1,0 +1,47 @@
+"""scripts/check_log_secrets.py finds secret values in logs and names only the variable."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts/check_log_secrets.py"
+KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ\n-----END OPENSSH PRIVATE KEY-----\n"
+
+
+def run(tmp_path, secrets_yaml: str, log_text: str):
+    secrets = tmp_path / "secrets.yml"
+    secrets.write_text(secrets_yaml)
+    log = tmp_path / "run.log"
+    log.write_text(log_text)
+    return subprocess.run([sys.executable, str(SCRIPT), "--secrets", str(secrets), str(log)],
+                          capture_output=True, text=True, check=False)
+
+
+def test_clean_log_passes(tmp_path):
+    proc = run(tmp_path, "app_secret_key: Zq8vT3pL0xW9yR2k\n", "TASK [x] ok: [host]\n")
+    assert proc.returncode == 0
+    assert "Zq8vT3pL0xW9yR2k" not in proc.stdout + proc.stderr
+
+
+def test_leak_is_found_and_named_without_the_value(tmp_path):
+    proc = run(tmp_path, "vault:\n  db_password: Zq8vT3pL0xW9yR2k\n",
+               "changed: [host] => {\"password\": \"Zq8vT3pL0xW9yR2k\"}\n")
+    assert proc.returncode == 1
+    assert "vault.db_password" in proc.stderr
+    assert "Zq8vT3pL0xW9yR2k" not in proc.stdout + proc.stderr
+
+
+def test_a_line_of_a_private_key_counts_as_a_leak(tmp_path):
+    import yaml
+    proc = run(tmp_path, yaml.safe_dump({"deploy_key": KEY}),
+               "msg: b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ\n")
+    assert proc.returncode == 1
+    assert "deploy_key (line 2)" in proc.stderr
+
+
+def test_a_file_without_secrets_is_an_error(tmp_path):
+    proc = run(tmp_path, "short: abc\n", "anything\n")
+    assert proc.returncode == 1
+    assert "no secret values" in proc.stderr
