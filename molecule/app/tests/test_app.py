@@ -1,0 +1,197 @@
+"""The app roles deploy the example app for real and keep it serving through bad deploys.
+
+Runs after converge and idempotence. The tests build on each other in file order:
+deploy v1 -> rows -> redeploy v2 -> a deploy with a missing env key -> a broken migration.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "shared"))
+import testlib  # noqa: E402
+
+testinfra_hosts = ["ansible://app-debian13"]
+
+APP_ROOT = "/srv/example"
+SECRETS = yaml.safe_load((Path(__file__).resolve().parents[1] / "group_vars/web/secrets.yml").read_text())
+ENV_SECRETS = SECRETS["app_checkout_env_secrets"]
+
+# A browser behind the TLS edge: HTTPS as told by X-Forwarded-Proto, the public host name,
+# the session and CSRF cookies (Secure, so handled by hand over this plain-HTTP hop).
+LOGIN_SCRIPT = r'''
+import re, sys, urllib.error, urllib.parse, urllib.request
+base = "http://127.0.0.1:8000"
+origin = "https://app.example.test"
+headers = {"Host": "app.example.test", "X-Forwarded-Proto": "https"}
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+opener = urllib.request.build_opener(NoRedirect)
+resp = opener.open(urllib.request.Request(base + "/admin/login/", headers=headers))
+cookies = "; ".join(c.split(";", 1)[0] for c in resp.headers.get_all("Set-Cookie") or [])
+token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', resp.read().decode()).group(1)
+data = urllib.parse.urlencode({"csrfmiddlewaretoken": token, "username": sys.argv[1],
+                               "password": sys.stdin.read().strip(), "next": "/admin/"}).encode()
+req = urllib.request.Request(base + "/admin/login/?next=/admin/", data=data, headers=dict(
+    headers, Cookie=cookies, Origin=origin, Referer=origin + "/admin/login/"))
+try:
+    resp = opener.open(req)
+    print(resp.status, resp.headers.get("Location", ""))
+except urllib.error.HTTPError as err:
+    print(err.code, err.headers.get("Location", ""))
+'''
+
+
+def health(host) -> dict:
+    out = host.run("curl -s --max-time 10 -H 'Host: localhost' http://127.0.0.1:8000/health")
+    assert out.rc == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def commit_of(host, tag: str) -> str:
+    out = host.run(f"git -c safe.directory='*' -C {APP_ROOT}/repo.git rev-parse {tag}^{{commit}}")
+    assert out.rc == 0, out.stderr
+    return out.stdout.strip()
+
+
+def notes(host) -> list:
+    out = host.run("curl -sf --max-time 10 -H 'Host: localhost' http://127.0.0.1:8000/api/notes")
+    assert out.rc == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def notes_digest(rows: list) -> str:
+    content = sorted((r["id"], r["title"], r.get("body", "")) for r in rows)
+    return hashlib.sha256(json.dumps(content).encode()).hexdigest()
+
+
+def api_headers() -> str:
+    token = ENV_SECRETS.get("API_TOKEN")
+    return f"-H 'X-Api-Token: {token}'" if token else ""
+
+
+def state(host) -> dict:
+    """What a refused deploy must leave exactly as it was."""
+    return {
+        "env": host.file(f"{APP_ROOT}/src/.env").sha256sum,
+        "head": host.run(f"git -c safe.directory='*' -C {APP_ROOT}/src rev-parse HEAD").stdout.strip(),
+        "containers": host.run("docker ps -q --no-trunc | sort").stdout,
+    }
+
+
+# ------------------------------------------------------------------ the deployed app
+
+def test_bad_state_was_fixed_app_root_is_private(host):
+    root = host.file(APP_ROOT)
+    assert root.user == "deploy"
+    assert root.mode == 0o750
+
+
+def test_env_file_is_private_and_complete(host):
+    env = host.file(f"{APP_ROOT}/src/.env")
+    assert env.user == "deploy"
+    assert env.mode == 0o600
+    keys = {line.split("=", 1)[0] for line in env.content_string.splitlines()
+            if line and not line.startswith("#")}
+    example = host.file(f"{APP_ROOT}/src/.env.example").content_string
+    wanted = {line.split("=", 1)[0].strip() for line in example.splitlines()
+              if "=" in line and not line.lstrip().startswith("#")}
+    assert wanted <= keys
+
+
+def test_health_reports_the_deployed_commit_and_the_database(host):
+    body = health(host)
+    assert body["status"] == "ok"
+    assert body["database"] == "ok"
+    assert body["version"] == commit_of(host, "v1")
+
+
+def test_web_is_published_on_loopback_only_and_db_not_at_all(host):
+    ports = host.run("docker ps --format '{{.Names}} {{.Ports}}'").stdout
+    web = [line for line in ports.splitlines() if "web" in line]
+    db = [line for line in ports.splitlines() if "db" in line]
+    assert web and all("127.0.0.1:8000->8000/tcp" in line and "0.0.0.0" not in line for line in web)
+    assert db and all("->" not in line for line in db)
+
+
+def login(host, password: str):
+    script = base64.b64encode(LOGIN_SCRIPT.encode()).decode()
+    return host.run(f"echo {script} | base64 -d > /tmp/login.py && "
+                    f"python3 /tmp/login.py admin <<'EOF'\n{password}\nEOF")
+
+
+def test_admin_login_works_with_the_vault_password(host):
+    good = login(host, SECRETS["app_superuser_password"])
+    assert good.stdout.split()[:2] == ["302", "/admin/"], good.stdout + good.stderr
+    bad = login(host, "not-the-password")
+    assert bad.stdout.split()[:1] == ["200"], bad.stdout + bad.stderr
+
+
+# ------------------------------------------------------------------ redeploy
+
+@pytest.fixture(scope="module")
+def rows_before_redeploy(host):
+    for i in range(3):
+        out = host.run(
+            f"curl -sf --max-time 10 -H 'Host: localhost' {api_headers()} -H 'Content-Type: application/json' "
+            f"-d '{{\"title\": \"note {i}\", \"body\": \"kept across deploys\"}}' http://127.0.0.1:8000/api/notes")
+        assert out.rc == 0, out.stderr
+    rows = notes(host)
+    assert len(rows) >= 3
+    volume = host.run("docker volume ls -q --filter name=db").stdout.split()
+    assert len(volume) == 1
+    created = host.run(f"docker volume inspect -f '{{{{.CreatedAt}}}}' {volume[0]}").stdout.strip()
+    return {"rows": rows, "volume": volume[0], "created": created}
+
+
+def test_rows_survive_a_redeploy_of_a_newer_commit(host, rows_before_redeploy):
+    run = testlib.run_playbook("converge.yml", {"app_checkout_version": "v2"})
+    assert run.returncode == 0, run.stdout[-4000:]
+    assert health(host)["version"] == commit_of(host, "v2")
+    rows = notes(host)
+    assert notes_digest(rows) == notes_digest(rows_before_redeploy["rows"])
+    volume = host.run("docker volume ls -q --filter name=db").stdout.split()
+    assert volume == [rows_before_redeploy["volume"]]
+    created = host.run(f"docker volume inspect -f '{{{{.CreatedAt}}}}' {volume[0]}").stdout.strip()
+    assert created == rows_before_redeploy["created"]
+
+
+def test_a_missing_env_key_fails_before_anything_changes(host):
+    before = state(host)
+    run = testlib.run_playbook("converge.yml", {"app_checkout_version": "newkey"})
+    assert run.returncode != 0
+    assert "PAYMENT_API_KEY" in run.stdout
+    assert "not configured" in run.stdout
+    assert state(host) == before
+    assert health(host)["version"] == commit_of(host, "v2")
+
+
+def test_a_broken_migration_stops_the_deploy_and_the_old_version_keeps_serving(host):
+    rows = notes(host)
+    dumps_before = host.run(f"ls {APP_ROOT}/backups/pre-migrate").stdout.split()
+    run = testlib.run_playbook("converge.yml", {"app_checkout_version": "broken"})
+    assert run.returncode != 0
+    assert "The migrations failed" in run.stdout
+    assert "table_that_does_not_exist" in run.stdout
+    body = health(host)
+    assert body["status"] == "ok"
+    assert body["version"] == commit_of(host, "v2")
+    assert notes_digest(notes(host)) == notes_digest(rows)
+    dumps_after = host.run(f"ls {APP_ROOT}/backups/pre-migrate").stdout.split()
+    assert len(set(dumps_after) - set(dumps_before)) == 1
+    dump_dir = host.file(f"{APP_ROOT}/backups/pre-migrate")
+    assert dump_dir.mode == 0o700
+
+
+def test_no_secret_in_the_output_of_the_test_runs():
+    log = (Path(testlib.os.environ["MOLECULE_PROJECT_DIRECTORY"]) / ".cache/molecule/app.runs.log").read_text()
+    for name, value in [*ENV_SECRETS.items(), ("app_superuser_password", SECRETS["app_superuser_password"])]:
+        assert value not in log, f"the value of {name} appears in the output"
