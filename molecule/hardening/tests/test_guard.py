@@ -1,0 +1,35 @@
+"""Lockout guards: bad deploy keys stop the role, naming the variable, before sshd is touched."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "shared"))
+from testlib import docker_exec, recap, run_playbook  # noqa: E402
+
+SERVER = "hardening-debian13"
+
+
+def checksums() -> str:
+    return docker_exec(SERVER, "sha256sum", "/etc/ssh/sshd_config", "/etc/ssh/moduli",
+                       "/home/deploy/.ssh/authorized_keys").stdout
+
+
+@pytest.mark.parametrize("keys", [
+    pytest.param([], id="empty-list"),
+    pytest.param(["not a public key"], id="not-a-key"),
+    pytest.param(["-----BEGIN OPENSSH PRIVATE KEY----- b3BlbnNzaC1rZXktdjEAAAAABG5vbmU="], id="private-key"),
+    pytest.param(["ssh-ed25519 AAAAB3NzaC1yc2EAAAADAQABAAABAQC7 mismatched-type"], id="type-mismatch"),
+    pytest.param(["ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBE"], id="type-sshd-refuses"),
+])
+def test_bad_keys_stop_the_role_before_sshd_changes(keys):
+    before = checksums()
+    proc = run_playbook("converge.yml", {"hardening_deploy_authorized_keys": keys},
+                        "--limit", SERVER, timeout=600)
+    assert proc.returncode != 0, proc.stdout[-3000:]
+    assert "hardening_deploy_authorized_keys" in proc.stdout
+    assert recap(proc.stdout)[SERVER]["changed"] == 0
+    assert checksums() == before
