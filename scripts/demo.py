@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """The local demo: a Debian 13 "server" in a container, deployed to over real SSH.
 
-  up     start the demo server (systemd, sshd, Docker inside; SSH published on
-         127.0.0.1 only, with a key generated now), then run
-         `ansible-playbook site.yml -i inventories/local` against it and print where it is.
-  down   remove everything `up` made: containers, volumes, network, the generated key.
+  up     start the demo server (systemd, sshd, Docker inside; SSH, HTTP and HTTPS
+         published on 127.0.0.1 only, with a key generated now) and a local ACME server
+         (Pebble) that issues its certificate, put the example app's repository and the
+         images it needs beside it, then run `ansible-playbook site.yml -i inventories/local`
+         over SSH and print where the app is served.
+  down   remove everything `up` made: containers, volumes, network, generated key and secrets.
   status show whether the demo server runs and how to reach it.
 
 The demo server stands in for a freshly rented server: a `deploy` user that logs in with
@@ -14,10 +16,13 @@ a key and may use sudo, as a cloud provider's image gives you.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,6 +32,8 @@ from testbed_common import (  # noqa: E402
 )
 
 CONTAINER = f"{PROJECT}-demo"
+ACME = f"{PROJECT}-demo-acme"
+DOMAIN = "app.shipshape.test"
 NETWORK = f"{PROJECT}-demo"
 DOCKER_VOLUME = f"{CONTAINER}-var-lib-docker"
 IMAGE = f"{PROJECT}/host:debian13"
@@ -58,8 +65,8 @@ def platform_args() -> list:
     return args
 
 
-def container_state() -> str | None:
-    proc = subprocess.run(["docker", "inspect", "-f", "{{.State.Status}}", CONTAINER],
+def container_state(name: str = CONTAINER) -> str | None:
+    proc = subprocess.run(["docker", "inspect", "-f", "{{.State.Status}}", name],
                           capture_output=True, text=True, check=False)
     return proc.stdout.strip() if proc.returncode == 0 else None
 
@@ -69,17 +76,17 @@ def dexec(*cmd: str, input_text: str | None = None) -> subprocess.CompletedProce
                input_bytes=input_text.encode() if input_text is not None else None)
 
 
-def wait_for_systemd(timeout: int = 120) -> None:
+def wait_for_systemd(name: str = CONTAINER, timeout: int = 120) -> None:
     deadline = time.monotonic() + timeout
     state = ""
     while time.monotonic() < deadline:
-        proc = subprocess.run(["docker", "exec", CONTAINER, "systemctl", "is-system-running"],
+        proc = subprocess.run(["docker", "exec", name, "systemctl", "is-system-running"],
                               capture_output=True, text=True, check=False)
         state = proc.stdout.strip()
         if state in ("running", "degraded"):
             return
         time.sleep(1)
-    raise TestbedError(f"the demo server did not finish booting (systemd: {state or 'no answer'})")
+    raise TestbedError(f"{name} did not finish booting (systemd: {state or 'no answer'})")
 
 
 def generate_key() -> None:
@@ -102,7 +109,7 @@ def start_server() -> None:
             run(["docker", "network", "create", NETWORK], capture=True)
         say(f"starting the demo server {CONTAINER} ({IMAGE})")
         run(["docker", "run", "-d", "--name", CONTAINER, "--hostname", "demo",
-             "--network", NETWORK, *platform_args(),
+             "--network", NETWORK, "--network-alias", DOMAIN, *platform_args(),
              "-v", f"{DOCKER_VOLUME}:/var/lib/docker",
              "-p", f"127.0.0.1:{SSH_PORT}:22",
              "-p", f"127.0.0.1:{HTTP_PORT}:80",
@@ -146,6 +153,95 @@ def wait_for_ssh(timeout: int = 60) -> None:
     raise TestbedError(f"sshd of the demo server did not answer on 127.0.0.1:{SSH_PORT}")
 
 
+def write_private(path: Path, text: str) -> None:
+    path.write_text(text)
+    path.chmod(0o600)
+
+
+def generate_secrets() -> None:
+    """Strong random secrets for the demo, made once and kept in .demo/ (mode 0600)."""
+    path = STATE_DIR / "secrets.json"
+    if path.exists():
+        return
+    admin = secrets.token_urlsafe(18)
+    write_private(path, json.dumps({
+        "env": {"SECRET_KEY": secrets.token_urlsafe(50),
+                "POSTGRES_PASSWORD": secrets.token_urlsafe(24),
+                "DJANGO_SUPERUSER_PASSWORD": admin},
+        "admin_password": admin,
+    }, indent=2))
+    say("generated the demo's secrets: .demo/secrets.json")
+
+
+def ship_images() -> None:
+    """Archives of the images the demo server cannot pull (it has no registry here)."""
+    proc = run([sys.executable, str(REPO_ROOT / "examples/images.py"), "--only", "db", "--json"],
+               capture=True)
+    postgres = json.loads(proc.stdout)["db"]
+    images_dir = STATE_DIR / "images"
+    images_dir.mkdir(exist_ok=True)
+    archives = []
+    for image, name in ((f"{PROJECT}/base:debian13", "base-debian13.tar"), (postgres, "postgres.tar")):
+        target = images_dir / name
+        image_id = run(["docker", "image", "inspect", "-f", "{{.Id}}", image], capture=True).stdout.decode().strip()
+        marker = target.with_suffix(".id")
+        if not target.exists() or not marker.exists() or marker.read_text() != image_id:
+            say(f"exporting {image} for the demo server")
+            run(["docker", "save", "-o", str(target), image])
+            marker.write_text(image_id)
+        archives.append({"src": str(target), "image": image})
+    (STATE_DIR / "images.json").write_text(json.dumps({"archives": archives, "postgres": postgres}))
+
+
+def put_repository() -> None:
+    """The example app as a Git repository on the demo server (file:///srv/git/example.git)."""
+    with tempfile.TemporaryDirectory(prefix=f"{PROJECT}-demo-repo-") as tmp:
+        work = Path(tmp, "example")
+        shutil.copytree(REPO_ROOT / "examples/django-app", work,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".env"))
+        git = ["git", "-c", "user.name=shipshape demo", "-c", "user.email=demo@shipshape.test",
+               "-c", "init.defaultBranch=main", "-c", "commit.gpgsign=false"]
+        run([*git, "init", "-q"], cwd=work)
+        run([*git, "add", "-A"], cwd=work)
+        run([*git, "commit", "-q", "-m", "Example app"], cwd=work)
+        run(["git", "clone", "-q", "--bare", str(work), str(Path(tmp, "example.git"))])
+        dexec("rm", "-rf", "/srv/git/example.git")
+        dexec("mkdir", "-p", "/srv/git")
+        run(["docker", "cp", str(Path(tmp, "example.git")), f"{CONTAINER}:/srv/git/example.git"])
+        dexec("chown", "-R", f"{DEPLOY_USER}:{DEPLOY_USER}", "/srv/git")
+
+
+def start_acme() -> None:
+    """Pebble beside the demo server; every name resolves to the demo server."""
+    if container_state(ACME) != "running":
+        if container_state(ACME) is not None:
+            run(["docker", "rm", "-f", ACME], capture=True)
+        say(f"starting the demo's ACME server {ACME} (Pebble)")
+        run(["docker", "run", "-d", "--name", ACME, "--hostname", ACME, "--network", NETWORK,
+             *platform_args(), "--label", f"{PROJECT}.demo=1", IMAGE, "/lib/systemd/systemd"],
+            capture=True)
+        wait_for_systemd(ACME)
+    server_ip = run(["docker", "inspect", "-f",
+                     "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", CONTAINER],
+                    capture=True).stdout.decode().strip()
+    rc = ansible_playbook("scripts/demo_acme.yml", "-i", f"{ACME},", "-c", "community.docker.docker",
+                          "-e", json.dumps({"pebble_edge_ip": server_ip}))
+    if rc != 0:
+        raise TestbedError("setting up the demo's ACME server (Pebble) failed")
+    cert = run(["docker", "exec", ACME, "cat", "/etc/pebble/cert.pem"], capture=True).stdout.decode()
+    dexec("mkdir", "-p", "/etc/ssl/shipshape-demo")
+    dexec("sh", "-c", "cat > /etc/ssl/shipshape-demo/acme-server.pem", input_text=cert)
+
+
+def fetch_acme_root() -> Path:
+    """Pebble's root certificate (it changes whenever Pebble starts)."""
+    root = run(["docker", "exec", ACME, "curl", "-s", "--cacert", "/etc/pebble/cert.pem",
+                "https://localhost:15000/roots/0"], capture=True).stdout.decode()
+    path = STATE_DIR / "acme-root.pem"
+    path.write_text(root)
+    return path
+
+
 def ansible_playbook(*args: str) -> int:
     beside = Path(sys.executable).parent / "ansible-playbook"
     exe = str(beside) if beside.exists() else shutil.which("ansible-playbook")
@@ -161,9 +257,14 @@ def up(args) -> int:
         die("no Docker engine answers; run scripts/ensure_docker.py (or `make demo`)")
     try:
         generate_key()
+        generate_secrets()
         start_server()
         provision_login()
         wait_for_ssh()
+        if not args.no_deploy:
+            ship_images()
+            put_repository()
+            start_acme()
     except TestbedError as exc:
         die(f"starting the demo server failed: {exc}")
     say(f"demo server is up; SSH: ssh -i {KEY.relative_to(REPO_ROOT)} -p {SSH_PORT} "
@@ -177,9 +278,17 @@ def up(args) -> int:
     if rc != 0:
         die(f"ansible-playbook site.yml failed (exit {rc}); the demo server is still up for a look "
             f"(`make demo-down` removes it)", rc)
+    try:
+        root = fetch_acme_root().relative_to(REPO_ROOT)
+    except TestbedError as exc:
+        die(f"reading the demo ACME server's root certificate failed: {exc}")
     print()
-    say("site.yml finished on the demo server")
-    say(f"  SSH:   ssh -i .demo/id_ed25519 -p {SSH_PORT} "
+    say("site.yml finished: the example app is served over HTTPS by the demo server")
+    say(f"  URL:    https://{DOMAIN}:{HTTPS_PORT}/  (published on 127.0.0.1; the name is the demo's own)")
+    say(f"  check:  curl --cacert {root} --resolve {DOMAIN}:{HTTPS_PORT}:127.0.0.1 "
+        f"https://{DOMAIN}:{HTTPS_PORT}/health")
+    say(f"  admin:  https://{DOMAIN}:{HTTPS_PORT}/admin/  user admin, password in .demo/secrets.json")
+    say(f"  SSH:    ssh -i .demo/id_ed25519 -p {SSH_PORT} "
         f"-o UserKnownHostsFile=.demo/known_hosts {DEPLOY_USER}@127.0.0.1")
     say("  remove it all: make demo-down")
     return 0
@@ -190,6 +299,7 @@ def down(_args) -> int:
         say("no Docker engine answers; nothing to remove there")
     else:
         for cmd in (["docker", "rm", "-f", "-v", CONTAINER],
+                    ["docker", "rm", "-f", "-v", ACME],
                     ["docker", "volume", "rm", "-f", DOCKER_VOLUME],
                     ["docker", "network", "rm", NETWORK]):
             subprocess.run(cmd, capture_output=True, check=False)

@@ -37,10 +37,11 @@ def die(msg: str, code: int = 1) -> None:
     sys.exit(code)
 
 
-def run(cmd, *, check=True, capture=False, input_bytes=None, timeout=None, env=None):
+def run(cmd, *, check=True, capture=False, input_bytes=None, timeout=None, env=None, cwd=None):
     """Run a command; raise TestbedError naming it when it fails and check is set."""
     proc = subprocess.run(
         cmd,
+        cwd=cwd,
         input=input_bytes,
         stdout=subprocess.PIPE if capture else None,
         stderr=subprocess.PIPE if capture else None,

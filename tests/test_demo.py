@@ -1,8 +1,13 @@
-"""`scripts/demo.py up` starts a real server container, reaches it over real SSH with a key
-made at run time, runs site.yml; `down` removes everything it made."""
+"""`scripts/demo.py up` starts a real server container and a real ACME server (Pebble),
+reaches the server over real SSH with a key made at run time, runs site.yml, and the
+example app then answers over HTTPS with a certificate from that ACME server; `down`
+removes everything it made."""
 
 from __future__ import annotations
 
+import json
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -36,6 +41,30 @@ def test_up_runs_site_yml_over_ssh(demo):
     assert "ssh -i .demo/id_ed25519" in demo.stdout
 
 
+def test_the_printed_curl_command_shows_the_app_over_https(demo):
+    assert demo.returncode == 0
+    line = next(line for line in demo.stdout.splitlines() if "check:" in line)
+    cmd = shlex.split(line.split("check:", 1)[1].strip())
+    assert cmd[0] == "curl" and "--cacert" in cmd
+    proc = subprocess.run([*cmd, "-s", "-D", "-", "--max-time", "20"], cwd=REPO,
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr  # the certificate verified against the demo CA
+    head, _, body = proc.stdout.partition("\r\n\r\n")
+    assert head.startswith("HTTP/1.1 200") or head.startswith("HTTP/2 200"), head
+    assert re.search(r"(?im)^strict-transport-security: max-age=\d+", head)
+    health = json.loads(body)
+    assert health["status"] == "ok" and health["database"] == "ok"
+
+
+def test_the_certificate_comes_from_the_demo_acme_server(demo):
+    cert = subprocess.run(
+        ["sh", "-c", "echo | openssl s_client -connect 127.0.0.1:8443 -servername app.shipshape.test "
+         "2>/dev/null | openssl x509 -noout -issuer -ext subjectAltName"],
+        capture_output=True, text=True, check=False).stdout
+    assert "Pebble" in cert
+    assert "DNS:app.shipshape.test" in cert
+
+
 def test_ssh_is_published_on_loopback_only(demo):
     ports = docker("port", "shipshape-demo").stdout.split("\n")
     ssh = [line for line in ports if line.startswith("22/tcp")]
@@ -58,6 +87,7 @@ def test_down_removes_everything():
     # Runs after the module fixture has been torn down only if ordered last; check directly.
     subprocess.run([*DEMO, "down"], cwd=REPO, capture_output=True, text=True, timeout=300, check=True)
     assert docker("inspect", "shipshape-demo").returncode != 0
+    assert docker("inspect", "shipshape-demo-acme").returncode != 0
     assert docker("volume", "inspect", "shipshape-demo-var-lib-docker").returncode != 0
     assert docker("network", "inspect", "shipshape-demo").returncode != 0
     assert not (REPO / ".demo").exists()

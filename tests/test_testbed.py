@@ -179,7 +179,8 @@ def test_build_images_is_a_no_op_when_recipes_are_unchanged():
     assert "built" not in proc.stdout.replace("(recipe unchanged)", "")
 
 
-@pytest.mark.parametrize("script", ["ensure_docker.py", "build_images.py", "demo.py"])
+@pytest.mark.parametrize("script", ["ensure_docker.py", "build_images.py", "demo.py",
+                                    "run_scenarios.py", "check_log_secrets.py", "role_docs.py"])
 def test_every_script_has_help(script):
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / script), "--help"],
                           capture_output=True, text=True, timeout=30, check=False)
