@@ -57,3 +57,16 @@ def test_metrics_answer_only_locally():
     ok("python3 -c \"import urllib.request as u; "
        "assert b'engine_daemon_engine_info' in u.urlopen('http://127.0.0.1:9323/metrics').read()\"")
     assert connect(testlib.container_ip(INSTANCE), 9323) in (errno.ECONNREFUSED, -1)
+
+
+def test_new_networks_come_from_the_configured_pool():
+    # Compose creates a network per project; it must find a subnet in the pool.
+    import ipaddress
+
+    ok("docker network create shipshape-pool-test")
+    try:
+        subnet = ok("docker network inspect -f '{{range .IPAM.Config}}{{.Subnet}}{{end}}' shipshape-pool-test")
+        assert ipaddress.ip_network(subnet.strip()).subnet_of(ipaddress.ip_network("172.20.0.0/14")), subnet
+        assert subnet.strip().endswith("/24")
+    finally:
+        ok("docker network rm shipshape-pool-test")

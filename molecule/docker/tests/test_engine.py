@@ -26,7 +26,7 @@ def test_daemon_json_replaced_the_planted_one(host):
     assert config["ip"] == "127.0.0.1"
     assert config["log-driver"] == "json-file"
     assert config["log-opts"] == {"max-size": "10m", "max-file": "3"}
-    assert config["default-address-pools"] == [{"base": "172.17.0.0/16", "size": 24}]
+    assert config["default-address-pools"] == [{"base": "172.20.0.0/14", "size": 24}]
     assert host.file("/etc/docker/daemon.json").mode == 0o644
 
 
