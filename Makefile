@@ -10,8 +10,8 @@ export ANSIBLE_FORCE_COLOR := 0
 export PY_COLORS := 0
 export NO_COLOR := 1
 
-# Every directory under molecule/ with a molecule.yml is a scenario.
-SCENARIOS  ?= $(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml))))
+# Every directory under molecule/ with a molecule.yml is a scenario; SCENARIOS="a b" picks some.
+SCENARIOS  ?=
 
 .PHONY: help venv engine images lint pytest molecule test demo demo-down clean
 
@@ -39,20 +39,11 @@ lint: venv ## yamllint and ansible-lint (production profile)
 pytest: venv engine ## Unit and integration tests of the scripts
 	pytest tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; else exit $$rc; fi
 
-# Each scenario's whole output goes to .cache/molecule/NAME.log as well; when the scenario
-# has secrets.yml files (its stand-in for the vault; generated ones go to .cache/molecule/NAME/),
-# that log and the logs of the playbooks its tests ran (NAME.runs.log) are searched for them.
+# Scenarios run MOLECULE_JOBS at a time; each one's output is kept in .cache/molecule/NAME.log
+# and searched for the scenario's secret values (scripts/run_scenarios.py).
+MOLECULE_JOBS ?= 2
 molecule: venv images ## Every Molecule scenario (or SCENARIOS="a b")
-	@mkdir -p .cache/molecule; set -eo pipefail; for s in $(SCENARIOS); do \
-	  rm -rf .cache/molecule/$$s.log .cache/molecule/$$s.runs.log .cache/molecule/$$s; \
-	  echo "=== molecule test -s $$s"; start=$$(date +%s); \
-	  molecule test -s $$s 2>&1 | tee .cache/molecule/$$s.log; \
-	  secrets=$$(find molecule/$$s .cache/molecule/$$s -name secrets.yml -printf "--secrets %p " 2>/dev/null || true); \
-	  if [ -n "$$secrets" ]; then \
-	    python scripts/check_log_secrets.py $$secrets .cache/molecule/$$s.log $$(ls .cache/molecule/$$s.runs.log 2>/dev/null); \
-	  fi; \
-	  echo "=== $$s passed in $$(( $$(date +%s) - start ))s"; \
-	done
+	python scripts/run_scenarios.py --jobs $(MOLECULE_JOBS) $(SCENARIOS)
 
 test: lint pytest molecule ## Everything CI runs
 
