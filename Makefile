@@ -36,7 +36,7 @@ lint: venv ## yamllint and ansible-lint (production profile)
 	yamllint --strict .
 	ansible-lint --profile production
 
-pytest: venv engine ## Unit and integration tests of the scripts
+pytest: venv images ## Tests of the scripts, the example app, the demo and the role conventions
 	pytest tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; else exit $$rc; fi
 
 # Scenarios run MOLECULE_JOBS at a time; each one's output is kept in .cache/molecule/NAME.log
