@@ -13,6 +13,7 @@ secrets.yml files (its stand-in for the vault, under molecule/NAME/ or generated
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
@@ -21,6 +22,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 LOGS = REPO / ".cache" / "molecule"
+# molecule and ansible-playbook come from the virtualenv of this interpreter first, so a
+# plain `.venv/bin/python scripts/run_scenarios.py` finds them without an activated venv
+ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
 # Longest first, so the slowest scenarios do not start last.
 ORDER = ["app", "tls", "hardening", "ufw", "docker", "default"]
 
@@ -44,7 +48,7 @@ def run_one(name: str) -> tuple:
     runs_log.unlink(missing_ok=True)
     start = time.monotonic()
     with open(log, "w") as out:
-        proc = subprocess.run(["molecule", "test", "-s", name], cwd=REPO, stdout=out,
+        proc = subprocess.run(["molecule", "test", "-s", name], cwd=REPO, stdout=out, env=ENV,
                               stderr=subprocess.STDOUT, check=False)
     rc = proc.returncode
     note = ""
