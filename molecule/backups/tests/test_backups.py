@@ -1,0 +1,426 @@
+"""The backups role backs the example app up for real, restores it, and fails loudly.
+
+Runs after converge and idempotence. The tests build on each other in file order:
+rows -> backup by the timer's service -> the database volume wiped -> restore -> rows back
+-> restore drill -> old backups seeded, retention -> database down, the failure path ->
+free-space guard -> restic snapshot, check and fetch -> an unconfirmed restore is refused.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "shared"))
+import testlib  # noqa: E402
+
+testinfra_hosts = ["ansible://backups-debian13"]
+
+APP = "example"
+DIR = f"/var/backups/{APP}"
+SCRIPT = "/usr/local/sbin/shipshape-backup"
+PLAYBOOKS = Path(__file__).resolve().parents[3] / "playbooks"
+SECRETS = yaml.safe_load((Path(__file__).resolve().parents[1] / "group_vars/web/secrets.yml").read_text())
+SETTINGS = yaml.safe_load((Path(__file__).resolve().parents[1] / "group_vars/web/main.yml").read_text())
+DB_VOLUME = "example-data_db-data"
+MEDIA_VOLUME = "example_media"
+ALERT_LOG = "/var/log/shipshape-backup-alerts.log"
+RESTIC = ("RESTIC_PASSWORD_FILE=/etc/shipshape/restic-password "
+          f"restic -r {SETTINGS['backups_restic_repository']} --no-cache")
+
+# A stand-in for a chat or paging webhook: records the JSON bodies it receives.
+WEBHOOK = r'''
+import http.server, time
+class Hook(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        with open("/tmp/webhook.bodies", "ab") as out:
+            out.write(body + b"\n")
+        with open("/tmp/webhook.paths", "a") as out:
+            out.write(self.path + "\n")
+        self.send_response(204)
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+server = http.server.HTTPServer(("127.0.0.1", 9911), Hook)
+server.timeout = 5
+end = time.time() + 600
+while time.time() < end:
+    server.handle_request()
+'''
+
+
+# ------------------------------------------------------------------ helpers
+
+def sh(host, cmd: str):
+    out = host.run(cmd)
+    assert out.rc == 0, f"{cmd}: {out.stderr[-2000:]}"
+    return out.stdout
+
+
+def api(host, path: str = "/api/notes", data: dict | None = None):
+    extra = ""
+    if data is not None:
+        token = SECRETS["app_checkout_env_secrets"]["API_TOKEN"]
+        extra = (f"-H 'X-Api-Token: {token}' -H 'Content-Type: application/json' "
+                 f"-d '{json.dumps(data)}'")
+    return json.loads(sh(host, f"curl -sf --max-time 10 -H 'Host: localhost' {extra} http://127.0.0.1:8000{path}"))
+
+
+def digest(rows: list) -> str:
+    content = sorted((r["id"], r["title"], r["body"], r["created"]) for r in rows)
+    return hashlib.sha256(json.dumps(content).encode()).hexdigest()
+
+
+def health(host) -> dict:
+    out = host.run("curl -s --max-time 10 -H 'Host: localhost' http://127.0.0.1:8000/health")
+    return json.loads(out.stdout) if out.rc == 0 and out.stdout.startswith("{") else {}
+
+
+def status(host) -> dict:
+    return json.loads(sh(host, f"cat {DIR}/status.json"))
+
+
+def listing(host, directory: str = DIR) -> dict:
+    """{name: sha256} of the files in a directory (not the lock and status files)."""
+    out = sh(host, f"cd {directory} && find . -maxdepth 1 -type f ! -name .lock ! -name status.json "
+                   "-printf '%f\\n' | sort | xargs -r sha256sum")
+    return {line.split()[1]: line.split()[0] for line in out.splitlines()}
+
+
+def media_digest(host) -> str:
+    mount = sh(host, f"docker volume inspect -f '{{{{.Mountpoint}}}}' {MEDIA_VOLUME}").strip()
+    return sh(host, f"cd {mount} && find . -type f -printf '%p %U %m ' -exec sha256sum {{}} \\; | sort")
+
+
+def containers(host) -> str:
+    return sh(host, "docker ps -a --no-trunc --format '{{.ID}} {{.Names}} {{.Status}}' "
+                    "| sed -E 's/Up [^(]*/Up/' | sort")
+
+
+def db_container(host) -> str:
+    return sh(host, "docker ps -q --filter label=com.docker.compose.project=example-data "
+                    "--filter label=com.docker.compose.service=db").strip()
+
+
+def wait_db_healthy(host) -> None:
+    sh(host, "for i in $(seq 90); do "
+             "[ \"$(docker inspect -f '{{.State.Health.Status}}' example-data-db-1)\" = healthy ] && exit 0; "
+             "sleep 1; done; exit 1")
+
+
+def playbook(name: str, extra: dict | None = None):
+    return testlib.run_playbook(PLAYBOOKS / name, extra)
+
+
+def stamp_days_ago(days: int, hour: int = 1) -> str:
+    moment = dt.datetime.now(dt.timezone.utc).replace(hour=hour, minute=0, second=0, microsecond=0)
+    return (moment - dt.timedelta(days=days)).strftime("%Y%m%dT%H%M%SZ")
+
+
+def policy(stamps: list, daily: int, weekly: int, monthly: int) -> set:
+    """keep-daily/weekly/monthly as restic defines it (the newest of each of the last N periods)."""
+    times = sorted((dt.datetime.strptime(s, "%Y%m%dT%H%M%SZ") for s in stamps), reverse=True)
+    kept = {times[0]}
+    for count, period in ((daily, lambda t: t.date()), (weekly, lambda t: t.isocalendar()[:2]),
+                          (monthly, lambda t: (t.year, t.month))):
+        periods = []
+        for moment in times:
+            if period(moment) not in periods and len(periods) < count:
+                periods.append(period(moment))
+                kept.add(moment)
+    return {t.strftime("%Y%m%dT%H%M%SZ") for t in kept}
+
+
+def set_stamps(names) -> set:
+    return {n[len(APP) + 1:len(APP) + 17] for n in names if n.startswith(f"{APP}-")}
+
+
+# ------------------------------------------------------------------ the installed role
+
+def test_bad_state_was_fixed_backup_directory_is_private(host):
+    backups = host.file(DIR)
+    assert backups.user == "root"
+    assert backups.mode == 0o700
+
+
+def test_settings_and_secrets_are_private(host):
+    for path in ("/etc/shipshape", "/etc/shipshape/backup.json", "/etc/shipshape/backup-secrets.json",
+                 "/etc/shipshape/restic-password"):
+        f = host.file(path)
+        assert f.user == "root"
+        assert f.mode in (0o600, 0o700), path
+    assert host.file(SCRIPT).mode == 0o755
+
+
+def test_timers_are_persistent_and_scheduled_from_the_variables(host):
+    timer = sh(host, "systemctl show shipshape-backup.timer -p Persistent -p TimersCalendar "
+                     "-p ActiveState -p UnitFileState")
+    assert "Persistent=yes" in timer
+    assert "ActiveState=active" in timer
+    assert "UnitFileState=enabled" in timer
+    assert "OnCalendar=*-*-* 03:17:00" in timer
+    check = sh(host, "systemctl show shipshape-backup-check.timer -p Persistent -p ActiveState")
+    assert "Persistent=yes" in check
+    assert "ActiveState=active" in check
+
+
+def test_the_deploy_made_a_first_backup(host):
+    st = status(host)
+    assert st["last_success"] and host.file(st["last_file"]).exists
+    assert st["last_offsite_snapshot"]
+
+
+# ------------------------------------------------------------------ backup, wipe, restore
+
+@pytest.fixture(scope="module")
+def backed_up(host):
+    for i in range(5):
+        api(host, data={"title": f"note {i}", "body": f"kept by the backup {i} \u00e9\u00e8"})
+    rows = api(host)
+    assert len(rows) >= 5
+    before = media_digest(host)
+    out = host.run("systemctl start shipshape-backup.service")
+    assert out.rc == 0, out.stderr
+    return {"rows": rows, "media": before, "status": status(host)}
+
+
+def test_the_timer_service_makes_a_verified_backup(host, backed_up):
+    st = backed_up["status"]
+    assert "ActiveState=inactive" in sh(host, "systemctl show shipshape-backup.service -p ActiveState")
+    assert "Result=success" in sh(host, "systemctl show shipshape-backup.service -p Result")
+    assert st["last_success"].endswith("Z")
+    dt.datetime.strptime(st["last_success"], "%Y-%m-%dT%H:%M:%SZ")
+    dump = host.file(st["last_file"])
+    assert dump.exists and dump.user == "root" and dump.mode == 0o600
+    assert dump.size == st["last_size"] > 0
+    assert st["last_file"].endswith(".dump")
+    names = [Path(p).name for p in st["last_files"]]
+    assert any(n.endswith(f".media-{MEDIA_VOLUME}.tar.gz") for n in names)
+    for name in names:
+        assert host.file(f"{DIR}/{name}.sha256").mode == 0o600
+    sh(host, f"cd {DIR} && sha256sum -c --quiet " + " ".join(f"{n}.sha256" for n in names))
+    # The partial file planted in prepare (an interrupted run) is gone.
+    assert not host.run(f"ls {DIR}/*.partial").stdout.strip()
+
+
+def test_a_wiped_database_volume_comes_back_with_its_rows(host, backed_up):
+    api(host, data={"title": "after the backup", "body": "lost with the volume"})
+    # The disaster: the database container and its volume are gone, the media files too.
+    sh(host, "docker rm -f example-data-db-1 && docker volume rm example-data_db-data")
+    mount = sh(host, f"docker volume inspect -f '{{{{.Mountpoint}}}}' {MEDIA_VOLUME}").strip()
+    sh(host, f"rm -rf {mount}/uploads")
+    assert health(host).get("status") != "ok"
+
+    run = playbook("restore.yml", {"confirm_restore": APP})
+    assert run.returncode == 0, run.stdout[-5000:]
+    assert f"Restored {backed_up['status']['last_set']}" in run.stdout
+
+    rows = api(host)
+    assert len(rows) == len(backed_up["rows"])
+    assert digest(rows) == digest(backed_up["rows"])
+    assert media_digest(host) == backed_up["media"]
+    assert health(host)["status"] == "ok"
+    safety = host.run(f"ls {DIR}/safety").stdout.split()
+    assert any(n.endswith(".dump") for n in safety) and any(n.endswith(".sha256") for n in safety)
+    assert host.file(f"{DIR}/safety").mode == 0o700
+    assert status(host)["last_restore_set"] == backed_up["status"]["last_set"]
+
+
+def test_the_restore_drill_proves_the_backup_and_records_it(host, backed_up):
+    before = containers(host)
+    old_status = status(host)
+    run = playbook("verify-backups.yml")
+    assert run.returncode == 0, run.stdout[-5000:]
+    st = status(host)
+    assert st["last_verified"] >= old_status["last_success"]
+    assert st["last_verified_set"] == old_status["last_set"]
+    assert st["last_verified_results"]["notes"] == len(backed_up["rows"])
+    assert st["last_verified_results"]["users"] >= 1
+    # The other keys stay; the scratch container is gone; the app was not touched.
+    for key in ("last_success", "last_file", "last_size"):
+        assert st[key] == old_status[key]
+    assert not sh(host, "docker ps -aq --filter label=shipshape.restore-drill").strip()
+    assert containers(host) == before
+
+
+# ------------------------------------------------------------------ retention
+
+def test_after_a_run_only_the_policy_set_of_old_backups_remains(host):
+    seeded = [stamp_days_ago(d) for d in (1, 2, 3, 4, 5, 6, 8, 10, 13, 17, 20, 27, 34, 41, 45, 60, 75,
+                                          90, 120, 150, 200, 400)]
+    for stamp in seeded:
+        name = f"{APP}-{stamp}.dump"
+        sh(host, f"cd {DIR} && printf 'PGDMP seeded {stamp}' > {name} && sha256sum {name} > {name}.sha256 "
+                 f"&& chmod 0600 {name} {name}.sha256")
+    sh(host, f"echo 'not a backup' > {DIR}/notes-by-the-admin.txt")
+    before = set_stamps(listing(host))
+    run = playbook("backup.yml")
+    assert run.returncode == 0, run.stdout[-5000:]
+    new = status(host)["last_set"][len(APP) + 1:]
+    assert "Backup " + status(host)["last_set"] in run.stdout
+    remaining = listing(host)
+    expected = policy(sorted(before | {new}), SETTINGS["backups_keep_daily"],
+                      SETTINGS["backups_keep_weekly"], SETTINGS["backups_keep_monthly"])
+    assert set_stamps(remaining) == expected
+    assert len(expected) <= 1 + 3 + 2 + 2
+    assert seeded[0] in expected and seeded[-1] not in expected
+    assert "notes-by-the-admin.txt" in remaining
+    # Every remaining set is complete: each file has its checksum.
+    data = [n for n in remaining if n.startswith(f"{APP}-") and not n.endswith(".sha256")]
+    assert all(f"{n}.sha256" in remaining for n in data)
+
+
+def test_a_failed_restore_leaves_the_data_as_it_was_and_the_app_serving(host):
+    # A seeded set that retention kept: its "dump" is not a real archive, so pg_restore fails.
+    broken = f"{APP}-{stamp_days_ago(1)}"
+    rows = api(host)
+    run = playbook("restore.yml", {"confirm_restore": APP, "backups_restore_name": broken})
+    assert run.returncode != 0
+    assert f"The restore of {broken} failed" in run.stdout
+    assert "safety dump taken before it: /var/backups/example/safety/" in run.stdout
+    assert digest(api(host)) == digest(rows)
+    assert health(host)["status"] == "ok"
+
+
+# ------------------------------------------------------------------ failures
+
+@pytest.fixture()
+def webhook(host):
+    script = base64.b64encode(WEBHOOK.encode()).decode()
+    sh(host, f"echo {script} | base64 -d > /tmp/webhook.py && rm -f /tmp/webhook.bodies /tmp/webhook.paths && "
+             "systemd-run --unit=test-webhook --collect python3 /tmp/webhook.py && "
+             "for i in $(seq 20); do ss -ltn | grep -q 127.0.0.1:9911 && exit 0; sleep 0.5; done; exit 1")
+    yield
+    host.run("systemctl stop test-webhook")
+
+
+def test_an_unreachable_database_fails_alerts_and_keeps_older_backups(host, webhook):
+    before = listing(host)
+    old_status = status(host)
+    alerts_before = host.run(f"cat {ALERT_LOG}").stdout
+    sh(host, "docker stop example-data-db-1")
+    try:
+        out = host.run("systemctl start shipshape-backup.service")
+        assert out.rc != 0
+        assert "Result=exit-code" in sh(host, "systemctl show shipshape-backup.service -p Result")
+        journal = sh(host, "journalctl -u shipshape-backup.service -n 20 --no-pager -o cat")
+        assert "is not running" in journal
+        run = playbook("backup.yml")
+        assert run.returncode != 0
+        assert "The backup of example failed" in run.stdout
+        assert "is not running" in run.stdout
+    finally:
+        sh(host, "docker start example-data-db-1")
+        wait_db_healthy(host)
+    alerts = host.run(f"cat {ALERT_LOG}").stdout[len(alerts_before):].splitlines()
+    assert len(alerts) == 2
+    assert all(a.startswith("backup-failed|example|") and "is not running" in a for a in alerts)
+    bodies = [json.loads(line) for line in host.file("/tmp/webhook.bodies").content_string.splitlines()]
+    assert [b["event"] for b in bodies] == ["backup-failed", "backup-failed"]
+    assert all(b["app"] == APP and "is not running" in b["message"] for b in bodies)
+    assert host.run("grep -c '^/hook/' /tmp/webhook.paths").stdout.strip() == "2"
+    # No partial file, the older backups untouched, the last success kept, the failure recorded.
+    assert not host.run(f"ls -a {DIR} | grep -E 'partial|fetch'").stdout.strip()
+    assert listing(host) == before
+    st = status(host)
+    assert st["last_success"] == old_status["last_success"]
+    assert "is not running" in st["last_error"]
+    assert st["last_failure"] >= old_status["last_success"]
+
+
+def test_the_free_space_guard_refuses_to_start(host):
+    before = listing(host)
+    config = json.loads(sh(host, "cat /etc/shipshape/backup.json"))
+    config["min_free_mb"] = 1 << 40
+    encoded = base64.b64encode(json.dumps(config).encode()).decode()
+    sh(host, f"umask 077 && echo {encoded} | base64 -d > /tmp/guard.json")
+    out = host.run(f"{SCRIPT} --config /tmp/guard.json run")
+    assert out.rc == 1
+    assert "below the threshold" in out.stderr and "backups_min_free_mb" in out.stderr
+    assert listing(host) == before
+    assert "below the threshold" in host.run(f"tail -n 1 {ALERT_LOG}").stdout
+
+
+# ------------------------------------------------------------------ off-site copies
+
+def test_restic_holds_snapshots_and_its_check_passes(host):
+    snapshots = json.loads(sh(host, f"{RESTIC} snapshots --json"))
+    assert snapshots
+    assert all(f"shipshape-{APP}" in s["tags"] for s in snapshots)
+    latest = max(snapshots, key=lambda s: s["time"])
+    assert any(p.endswith(status(host)["last_file"]) for p in latest["paths"])
+    # forget --prune ran with the same policy as the local retention.
+    assert len(snapshots) <= 1 + 3 + 2 + 2
+    out = host.run("systemctl start shipshape-backup-check.service")
+    assert out.rc == 0, out.stderr
+    assert "Result=success" in sh(host, "systemctl show shipshape-backup-check.service -p Result")
+    assert "last_check" in status(host)
+    sh(host, f"{RESTIC} check")
+
+
+def test_a_lost_local_backup_comes_back_from_restic(host):
+    st = status(host)
+    names = [Path(p).name for p in st["last_files"]]
+    sums = listing(host)
+    sh(host, f"cd {DIR} && rm -f " + " ".join(f"{n} {n}.sha256" for n in names))
+    sh(host, f"{SCRIPT} fetch latest")
+    after = listing(host)
+    for name in names:
+        assert after[name] == sums[name]
+        assert host.file(f"{DIR}/{name}").mode == 0o600
+
+
+# ------------------------------------------------------------------ bad input
+
+def installed(host) -> str:
+    return sh(host, "sha256sum /etc/shipshape/* /etc/systemd/system/shipshape-backup* /usr/local/sbin/shipshape-backup")
+
+
+@pytest.mark.parametrize("extra, named", [
+    ({"backups_on_calendar": "every other tuesday"}, "backups_on_calendar"),
+    ({"backups_keep_daily": 0}, "backups_keep_daily"),
+    ({"backups_restic_password": ""}, "backups_restic_password"),
+], ids=["calendar", "retention", "restic-password"])
+def test_bad_settings_stop_the_role_before_anything_changes(host, extra, named):
+    before = installed(host)
+    run = testlib.run_playbook("converge.yml", extra)
+    assert run.returncode != 0
+    assert named in run.stdout
+    assert testlib.recap(run.stdout)["backups-debian13"]["changed"] == 0
+    assert installed(host) == before
+
+
+# ------------------------------------------------------------------ refused restores
+
+def state(host) -> dict:
+    return {"containers": containers(host), "rows": digest(api(host)), "backups": listing(host),
+            "safety": listing(host, f"{DIR}/safety"), "media": media_digest(host),
+            "status": sh(host, f"sha256sum {DIR}/status.json")}
+
+
+@pytest.mark.parametrize("extra", [None, {"confirm_restore": "yes"}], ids=["missing", "wrong"])
+def test_a_restore_without_the_confirmation_is_refused_and_touches_nothing(host, extra):
+    before = state(host)
+    run = playbook("restore.yml", extra)
+    assert run.returncode != 0
+    assert "confirm_restore=example" in run.stdout
+    assert "Nothing was changed" in run.stdout
+    assert testlib.recap(run.stdout)["backups-debian13"]["changed"] == 0
+    assert state(host) == before
+
+
+def test_no_secret_in_the_output_of_the_test_runs():
+    log = (Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / ".cache/molecule/backups.runs.log").read_text()
+    values = [*SECRETS["app_checkout_env_secrets"].values(), SECRETS["backups_restic_password"],
+              SECRETS["backups_alert_webhook"], *SECRETS["backups_restic_env"].values()]
+    for value in values:
+        assert value not in log, "a secret value appears in the output"

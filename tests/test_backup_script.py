@@ -1,0 +1,224 @@
+"""Unit tests of the backup script the backups role installs (roles/backups/files/shipshape-backup.py).
+
+The Molecule scenario `backups` runs it for real against PostgreSQL, Docker and restic; these
+tests pin down its logic without them: the retention policy, atomic writes, the free-space
+guard, the alert hooks and the status file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import http.server
+import importlib.machinery
+import importlib.util
+import json
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parent.parent / "roles/backups/files/shipshape-backup.py"
+
+
+def load():
+    loader = importlib.machinery.SourceFileLoader("shipshape_backup", str(SCRIPT))
+    spec = importlib.util.spec_from_loader("shipshape_backup", loader)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+sb = load()
+
+
+def stamp(text: str) -> str:
+    return dt.datetime.fromisoformat(text).strftime("%Y%m%dT%H%M%SZ")
+
+
+@pytest.fixture()
+def cfg(tmp_path):
+    backups = tmp_path / "backups"
+    config = {
+        "app": "demo-app", "dir": str(backups), "secrets_file": str(tmp_path / "secrets.json"),
+        "db": {"enabled": True, "project": "demo-app-data", "service": "db"},
+        "media_volumes": [], "keep": {"daily": 3, "weekly": 2, "monthly": 2},
+        "min_free_mb": 0, "alert_command": f"echo \"$SHIPSHAPE_BACKUP_EVENT $SHIPSHAPE_BACKUP_MESSAGE\" >> {tmp_path}/alerts",
+        "restic": {"enabled": False}, "lock_timeout": 5,
+    }
+    path = tmp_path / "backup.json"
+    path.write_text(json.dumps(config))
+    (tmp_path / "secrets.json").write_text(json.dumps({}))
+    return path
+
+
+def seed(directory: Path, app: str, stamps: list, sums: bool = True) -> None:
+    directory.mkdir(mode=0o700, exist_ok=True)
+    for s in stamps:
+        data = directory / f"{app}-{s}.dump"
+        data.write_bytes(b"PGDMP " + s.encode())
+        if sums:
+            (directory / f"{data.name}.sha256").write_text(f"{sb.sha256_of(data)}  {data.name}\n")
+
+
+def fake_dump(module, body: bytes = b"PGDMP fake dump"):
+    def dump(cfg, target):
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(body)
+        return hashlib.sha256(body).hexdigest(), len(body)
+    return dump
+
+
+# ------------------------------------------------------------------ retention policy
+
+def test_keep_daily_keeps_the_newest_of_each_of_the_last_days():
+    stamps = [stamp("2024-05-10T03:00:00"), stamp("2024-05-10T01:00:00"), stamp("2024-05-09T03:00:00"),
+              stamp("2024-05-07T03:00:00"), stamp("2024-05-01T03:00:00")]
+    kept = sb.keep_stamps(stamps, daily=3, weekly=0, monthly=0)
+    assert kept == {stamp("2024-05-10T03:00:00"), stamp("2024-05-09T03:00:00"), stamp("2024-05-07T03:00:00")}
+
+
+def test_weekly_and_monthly_rules_count_periods_that_have_backups():
+    stamps = [stamp(f"2024-{m:02d}-{d:02d}T02:00:00") for m, d in
+              ((6, 3), (5, 29), (5, 27), (5, 20), (5, 2), (4, 15), (3, 1), (1, 9))]
+    kept = sb.keep_stamps(stamps, daily=1, weekly=2, monthly=3)
+    # daily 1: 06-03; weekly 2: 06-03 (W23), 05-29 (W22); monthly 3: 06-03, 05-29, 04-15.
+    assert kept == {stamp("2024-06-03T02:00:00"), stamp("2024-05-29T02:00:00"), stamp("2024-04-15T02:00:00")}
+
+
+def test_the_newest_backup_is_always_kept():
+    stamps = [stamp("2024-05-10T03:00:00"), stamp("2023-01-01T00:00:00")]
+    assert sb.keep_stamps(stamps, daily=0, weekly=0, monthly=0) == {stamp("2024-05-10T03:00:00")}
+
+
+def test_retention_removes_only_sets_outside_the_policy(cfg, tmp_path):
+    conf = sb.Config(str(cfg))
+    days = [stamp(f"2024-05-{d:02d}T01:00:00") for d in range(1, 21)]
+    seed(conf.dir, "demo-app", days)
+    seed(conf.dir, "demo-app", [stamp("2024-05-19T05:00:00")], sums=False)  # incomplete: no checksum
+    (conf.dir / "README.txt").write_text("not a backup")
+    (conf.dir / "other-app-20240501T010000Z.dump").write_text("another app's file")
+    removed = sb.apply_retention(conf)
+    left = sorted(p.name for p in conf.dir.iterdir())
+    # 2024-05-20 is a Monday. daily 3: 20, 19, 18; weekly 2: 20 (W21), 19 (W20, a Sunday);
+    # monthly 2: 20 (May) and no older month has a set. The incomplete set counts for nothing.
+    kept = {stamp("2024-05-20T01:00:00"), stamp("2024-05-19T01:00:00"), stamp("2024-05-18T01:00:00")}
+    assert {n[9:25] for n in left if n.startswith("demo-app-")} == kept
+    assert "README.txt" in left and "other-app-20240501T010000Z.dump" in left
+    assert f"demo-app-{stamp('2024-05-19T05:00:00')}" in removed
+    assert all(f"{n}.sha256" in left for n in left if n.endswith(".dump") and n.startswith("demo-app-"))
+
+
+# ------------------------------------------------------------------ sets and checksums
+
+def test_only_complete_sets_are_listed_and_found(cfg):
+    conf = sb.Config(str(cfg))
+    seed(conf.dir, "demo-app", [stamp("2024-05-01T01:00:00"), stamp("2024-05-02T01:00:00")])
+    seed(conf.dir, "demo-app", [stamp("2024-05-03T01:00:00")], sums=False)
+    sets = sb.complete_sets(conf)
+    assert [s["stamp"] for s in sets] == [stamp("2024-05-02T01:00:00"), stamp("2024-05-01T01:00:00")]
+    assert sb.find_set(conf, "latest")["stamp"] == stamp("2024-05-02T01:00:00")
+    assert sb.find_set(conf, f"demo-app-{stamp('2024-05-01T01:00:00')}")["stamp"] == stamp("2024-05-01T01:00:00")
+    with pytest.raises(sb.BackupError, match="no complete backup named"):
+        sb.find_set(conf, f"demo-app-{stamp('2024-05-03T01:00:00')}")
+
+
+def test_a_damaged_file_fails_its_checksum(cfg):
+    conf = sb.Config(str(cfg))
+    seed(conf.dir, "demo-app", [stamp("2024-05-01T01:00:00")])
+    chosen = sb.find_set(conf, "latest")
+    chosen["files"][0].write_bytes(b"PGDMP changed")
+    with pytest.raises(sb.BackupError, match="does not match its checksum"):
+        sb.verify_checksums(chosen["files"])
+
+
+# ------------------------------------------------------------------ runs
+
+def test_a_good_run_writes_private_files_with_checksums_and_a_status(cfg, monkeypatch):
+    monkeypatch.setattr(sb, "dump_database", fake_dump(sb))
+    conf = sb.Config(str(cfg))
+    conf.dir.mkdir(mode=0o755)
+    (conf.dir / "demo-app-20240101T000000Z.dump.partial").write_text("left by a killed run")
+    sb.update_status(conf, last_verified="2024-01-01T00:00:00Z")
+    assert sb.main(["--config", str(cfg), "run"]) == 0
+    files = sorted(p.name for p in conf.dir.iterdir())
+    assert not [n for n in files if n.endswith(".partial")]
+    dumps = [n for n in files if n.endswith(".dump")]
+    assert len(dumps) == 1 and f"{dumps[0]}.sha256" in files
+    assert oct(conf.dir.stat().st_mode & 0o777) == "0o700"
+    for name in files:
+        if name != ".lock":
+            assert oct((conf.dir / name).stat().st_mode & 0o777) == "0o600", name
+    status = json.loads((conf.dir / "status.json").read_text())
+    assert status["last_file"] == str(conf.dir / dumps[0])
+    assert status["last_size"] == len(b"PGDMP fake dump")
+    assert status["last_verified"] == "2024-01-01T00:00:00Z"  # other keys stay
+    dt.datetime.strptime(status["last_success"], "%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_a_failed_dump_leaves_no_partial_file_alerts_and_keeps_older_backups(cfg, tmp_path, monkeypatch):
+    conf = sb.Config(str(cfg))
+    seed(conf.dir, "demo-app", [stamp("2024-05-01T01:00:00")])
+    before = sorted(p.name for p in conf.dir.iterdir())
+
+    def broken(cfg, target):
+        target.write_bytes(b"PGDMP half")
+        raise sb.BackupError("pg_dump failed (exit 1): connection refused")
+    monkeypatch.setattr(sb, "dump_database", broken)
+    assert sb.main(["--config", str(cfg), "run"]) == 1
+    after = sorted(p.name for p in conf.dir.iterdir() if p.name not in ("status.json", ".lock"))
+    assert after == before
+    assert "backup-failed pg_dump failed (exit 1): connection refused" in (tmp_path / "alerts").read_text()
+    status = json.loads((conf.dir / "status.json").read_text())
+    assert "connection refused" in status["last_error"] and "last_success" not in status
+
+
+def test_the_free_space_guard_refuses_before_dumping(cfg, tmp_path, monkeypatch):
+    config = json.loads(cfg.read_text())
+    config["min_free_mb"] = 1 << 40
+    cfg.write_text(json.dumps(config))
+    monkeypatch.setattr(sb, "dump_database", lambda *a: pytest.fail("dumped despite the guard"))
+    assert sb.main(["--config", str(cfg), "run"]) == 1
+    assert "below the threshold" in (tmp_path / "alerts").read_text()
+
+
+def test_the_webhook_receives_the_failure(cfg, tmp_path):
+    received = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Hook)
+    thread = threading.Thread(target=server.handle_request, daemon=True)
+    thread.start()
+    (tmp_path / "secrets.json").write_text(json.dumps(
+        {"alert_webhook": f"http://127.0.0.1:{server.server_port}/hook"}))
+    sb.alert(sb.Config(str(cfg)), "backup-failed", "disk on fire")
+    thread.join(10)
+    server.server_close()
+    assert received and received[0]["event"] == "backup-failed"
+    assert received[0]["app"] == "demo-app" and received[0]["message"] == "disk on fire"
+
+
+def test_a_broken_alert_hook_does_not_hide_the_failure(cfg, tmp_path):
+    config = json.loads(cfg.read_text())
+    config["alert_command"] = "exit 3"
+    cfg.write_text(json.dumps(config))
+    (tmp_path / "secrets.json").write_text(json.dumps({"alert_webhook": "http://127.0.0.1:9/nothing"}))
+    sb.alert(sb.Config(str(cfg)), "backup-failed", "x")  # logs, does not raise
+
+
+def test_two_runs_in_one_second_get_different_names(cfg, monkeypatch):
+    monkeypatch.setattr(sb, "dump_database", fake_dump(sb))
+    conf = sb.Config(str(cfg))
+    first = sb.write_set(conf, conf.dir)[0]
+    second = sb.write_set(conf, conf.dir)[0]
+    assert first != second
