@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
 """The local demo: a Debian 13 "server" in a container, deployed to over real SSH.
 
-  up     start the demo server (systemd, sshd, Docker inside; SSH, HTTP and HTTPS
-         published on 127.0.0.1 only, with a key generated now) and a local ACME server
-         (Pebble) that issues its certificate, put the example app's repository and the
-         images it needs beside it, then run `ansible-playbook site.yml -i inventories/local`
-         over SSH and print where the app is served.
-  down   remove everything `up` made: containers, volumes, network, generated key and secrets.
+  up     generate the local environment's secrets into its vault (`scripts/prepare.py
+         local`, vault password in .demo/local.vault-pass), start the demo server (systemd,
+         sshd, Docker inside; SSH, HTTP and HTTPS published on 127.0.0.1 only, with a key
+         generated now) and a local ACME server (Pebble) that issues its certificate, put the
+         example app's repository and the images it needs beside it, check everything with
+         `scripts/validate.py -i inventories/local`, then run
+         `ansible-playbook site.yml -i inventories/local` over SSH and print where the app is served.
+  down   remove everything `up` made: containers, volumes, network, generated key, vault and
+         its password.
   status show whether the demo server runs and how to reach it.
 
 The demo server stands in for a freshly rented server: a `deploy` user that logs in with
@@ -18,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
 import shutil
 import subprocess
 import sys
@@ -40,6 +42,12 @@ IMAGE = f"{PROJECT}/host:debian13"
 STATE_DIR = REPO_ROOT / ".demo"
 KEY = STATE_DIR / "id_ed25519"
 KNOWN_HOSTS = STATE_DIR / "known_hosts"
+VAULT_PASSWORD_FILE = STATE_DIR / "local.vault-pass"
+ACME_ROOT = STATE_DIR / "acme-root.pem"
+VAULT = REPO_ROOT / "inventories/local/group_vars/all/vault.yml"
+# What `scripts/prepare.py local` is given: the settings of inventories/local.
+PREPARE_ARGS = ["local", "--domain", DOMAIN, "--repo", "file:///srv/git/example.git",
+                "--email", "ops@shipshape.test"]
 DEPLOY_USER = "deploy"
 SSH_PORT = int(os.environ.get("SHIPSHAPE_DEMO_SSH_PORT", "2222"))
 HTTP_PORT = int(os.environ.get("SHIPSHAPE_DEMO_HTTP_PORT", "8080"))
@@ -71,8 +79,8 @@ def container_state(name: str = CONTAINER) -> str | None:
     return proc.stdout.strip() if proc.returncode == 0 else None
 
 
-def dexec(*cmd: str, input_text: str | None = None) -> subprocess.CompletedProcess:
-    return run(["docker", "exec", "-i", CONTAINER, *cmd], capture=True,
+def dexec(*cmd: str, input_text: str | None = None, container: str = CONTAINER) -> subprocess.CompletedProcess:
+    return run(["docker", "exec", "-i", container, *cmd], capture=True,
                input_bytes=input_text.encode() if input_text is not None else None)
 
 
@@ -96,6 +104,21 @@ def generate_key() -> None:
         say(f"generated a demo SSH key: {KEY.relative_to(REPO_ROOT)}")
 
 
+def run_host(name: str, network: str, hostname: str, *extra: str, image: str = IMAGE) -> None:
+    """Start a systemd host container (without --privileged) on a network and wait for it to boot."""
+    if subprocess.run(["docker", "network", "inspect", network], capture_output=True,
+                      check=False).returncode != 0:
+        run(["docker", "network", "create", network], capture=True)
+    run(["docker", "run", "-d", "--name", name, "--hostname", hostname, "--network", network,
+         *platform_args(), *extra, image, "/lib/systemd/systemd"], capture=True)
+    wait_for_systemd(name)
+
+
+def container_ip(name: str = CONTAINER) -> str:
+    return run(["docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+                name], capture=True).stdout.decode().strip()
+
+
 def start_server() -> None:
     state = container_state()
     if state == "running":
@@ -104,24 +127,20 @@ def start_server() -> None:
     if state is not None:
         run(["docker", "start", CONTAINER])
     else:
-        if subprocess.run(["docker", "network", "inspect", NETWORK], capture_output=True,
-                          check=False).returncode != 0:
-            run(["docker", "network", "create", NETWORK], capture=True)
         say(f"starting the demo server {CONTAINER} ({IMAGE})")
-        run(["docker", "run", "-d", "--name", CONTAINER, "--hostname", "demo",
-             "--network", NETWORK, "--network-alias", DOMAIN, *platform_args(),
-             "-v", f"{DOCKER_VOLUME}:/var/lib/docker",
-             "-p", f"127.0.0.1:{SSH_PORT}:22",
-             "-p", f"127.0.0.1:{HTTP_PORT}:80",
-             "-p", f"127.0.0.1:{HTTPS_PORT}:443",
-             "--label", f"{PROJECT}.demo=1",
-             IMAGE, "/lib/systemd/systemd"], capture=True)
+        run_host(CONTAINER, NETWORK, "demo", "--network-alias", DOMAIN,
+                 "-v", f"{DOCKER_VOLUME}:/var/lib/docker",
+                 "-p", f"127.0.0.1:{SSH_PORT}:22",
+                 "-p", f"127.0.0.1:{HTTP_PORT}:80",
+                 "-p", f"127.0.0.1:{HTTPS_PORT}:443",
+                 "--label", f"{PROJECT}.demo=1")
+        return
     wait_for_systemd()
 
 
-def provision_login() -> None:
+def provision_login(container: str = CONTAINER, key: Path = KEY) -> None:
     """What a provider does for a new server: a sudo user that logs in with your key."""
-    pub = KEY.with_suffix(".pub").read_text().strip()
+    pub = key.with_suffix(".pub").read_text().strip()
     script = f"""
 set -eu
 id {DEPLOY_USER} >/dev/null 2>&1 || useradd --create-home --shell /bin/bash {DEPLOY_USER}
@@ -137,40 +156,41 @@ install -d /etc/systemd/system/docker.service.d
 printf '[Service]\\nEnvironment=DOCKER_ALLOW_IPV6_ON_IPV4_INTERFACE=1\\n' \\
   > /etc/systemd/system/docker.service.d/10-demo-container.conf
 """
-    dexec("sh", "-c", script)
+    dexec("sh", "-c", script, container=container)
 
 
-def wait_for_ssh(timeout: int = 60) -> None:
+def wait_for_ssh(timeout: int = 60, host: str = "127.0.0.1", port: int = SSH_PORT,
+                 known_hosts: Path = KNOWN_HOSTS) -> None:
+    """Wait until sshd answers, and record its host key in known_hosts."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        proc = subprocess.run(["ssh-keyscan", "-p", str(SSH_PORT), "-t", "ed25519", "127.0.0.1"],
+        proc = subprocess.run(["ssh-keyscan", "-p", str(port), "-t", "ed25519", host],
                               capture_output=True, text=True, check=False, timeout=15)
         if proc.returncode == 0 and proc.stdout.strip():
-            KNOWN_HOSTS.write_text(proc.stdout)
-            KNOWN_HOSTS.chmod(0o600)
+            known_hosts.write_text(proc.stdout)
+            known_hosts.chmod(0o600)
             return
         time.sleep(1)
-    raise TestbedError(f"sshd of the demo server did not answer on 127.0.0.1:{SSH_PORT}")
+    raise TestbedError(f"sshd did not answer on {host}:{port}")
 
 
-def write_private(path: Path, text: str) -> None:
-    path.write_text(text)
-    path.chmod(0o600)
+def prepare_vault() -> None:
+    """The local environment's secrets, generated once into its encrypted vault."""
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / "scripts/prepare.py"), *PREPARE_ARGS,
+                           "--vault-password-file", str(VAULT_PASSWORD_FILE)],
+                          cwd=REPO_ROOT, check=False)
+    if proc.returncode != 0:
+        raise TestbedError(f"scripts/prepare.py {' '.join(PREPARE_ARGS)} failed (exit {proc.returncode})")
 
 
-def generate_secrets() -> None:
-    """Strong random secrets for the demo, made once and kept in .demo/ (mode 0600)."""
-    path = STATE_DIR / "secrets.json"
-    if path.exists():
-        return
-    admin = secrets.token_urlsafe(18)
-    write_private(path, json.dumps({
-        "env": {"SECRET_KEY": secrets.token_urlsafe(50),
-                "POSTGRES_PASSWORD": secrets.token_urlsafe(24),
-                "DJANGO_SUPERUSER_PASSWORD": admin},
-        "admin_password": admin,
-    }, indent=2))
-    say("generated the demo's secrets: .demo/secrets.json")
+def validate() -> None:
+    """The pre-flight check of inventories/local; a FAIL stops the demo before any change."""
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / "scripts/validate.py"), "-i", "inventories/local",
+                           "--vault-password-file", str(VAULT_PASSWORD_FILE)],
+                          cwd=REPO_ROOT, check=False)
+    if proc.returncode != 0:
+        raise TestbedError("scripts/validate.py -i inventories/local found problems (the FAIL rows above); "
+                           "nothing was changed on the demo server")
 
 
 def ship_images() -> None:
@@ -193,7 +213,7 @@ def ship_images() -> None:
     (STATE_DIR / "images.json").write_text(json.dumps({"archives": archives, "postgres": postgres}))
 
 
-def put_repository() -> None:
+def put_repository(container: str = CONTAINER) -> None:
     """The example app as a Git repository on the demo server (file:///srv/git/example.git)."""
     with tempfile.TemporaryDirectory(prefix=f"{PROJECT}-demo-repo-") as tmp:
         work = Path(tmp, "example")
@@ -205,10 +225,10 @@ def put_repository() -> None:
         run([*git, "add", "-A"], cwd=work)
         run([*git, "commit", "-q", "-m", "Example app"], cwd=work)
         run(["git", "clone", "-q", "--bare", str(work), str(Path(tmp, "example.git"))])
-        dexec("rm", "-rf", "/srv/git/example.git")
-        dexec("mkdir", "-p", "/srv/git")
-        run(["docker", "cp", str(Path(tmp, "example.git")), f"{CONTAINER}:/srv/git/example.git"])
-        dexec("chown", "-R", f"{DEPLOY_USER}:{DEPLOY_USER}", "/srv/git")
+        dexec("rm", "-rf", "/srv/git/example.git", container=container)
+        dexec("mkdir", "-p", "/srv/git", container=container)
+        run(["docker", "cp", str(Path(tmp, "example.git")), f"{container}:/srv/git/example.git"])
+        dexec("chown", "-R", f"{DEPLOY_USER}:{DEPLOY_USER}", "/srv/git", container=container)
 
 
 def start_acme() -> None:
@@ -217,13 +237,8 @@ def start_acme() -> None:
         if container_state(ACME) is not None:
             run(["docker", "rm", "-f", ACME], capture=True)
         say(f"starting the demo's ACME server {ACME} (Pebble)")
-        run(["docker", "run", "-d", "--name", ACME, "--hostname", ACME, "--network", NETWORK,
-             *platform_args(), "--label", f"{PROJECT}.demo=1", IMAGE, "/lib/systemd/systemd"],
-            capture=True)
-        wait_for_systemd(ACME)
-    server_ip = run(["docker", "inspect", "-f",
-                     "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", CONTAINER],
-                    capture=True).stdout.decode().strip()
+        run_host(ACME, NETWORK, ACME, "--label", f"{PROJECT}.demo=1")
+    server_ip = container_ip(CONTAINER)
     rc = ansible_playbook("scripts/demo_acme.yml", "-i", f"{ACME},", "-c", "community.docker.docker",
                           "-e", json.dumps({"pebble_edge_ip": server_ip}))
     if rc != 0:
@@ -237,9 +252,10 @@ def fetch_acme_root() -> Path:
     """Pebble's root certificate (it changes whenever Pebble starts)."""
     root = run(["docker", "exec", ACME, "curl", "-s", "--cacert", "/etc/pebble/cert.pem",
                 "https://localhost:15000/roots/0"], capture=True).stdout.decode()
-    path = STATE_DIR / "acme-root.pem"
-    path.write_text(root)
-    return path
+    if "BEGIN CERTIFICATE" not in root:
+        raise TestbedError("the demo ACME server did not hand out its root certificate")
+    ACME_ROOT.write_text(root)
+    return ACME_ROOT
 
 
 def ansible_playbook(*args: str) -> int:
@@ -257,7 +273,7 @@ def up(args) -> int:
         die("no Docker engine answers; run scripts/ensure_docker.py (or `make demo`)")
     try:
         generate_key()
-        generate_secrets()
+        prepare_vault()
         start_server()
         provision_login()
         wait_for_ssh()
@@ -265,29 +281,31 @@ def up(args) -> int:
             ship_images()
             put_repository()
             start_acme()
+            fetch_acme_root()  # the post-deploy checks of site.yml verify the certificate with it
+            validate()
     except TestbedError as exc:
-        die(f"starting the demo server failed: {exc}")
+        die(f"the demo stopped: {exc}")
     say(f"demo server is up; SSH: ssh -i {KEY.relative_to(REPO_ROOT)} -p {SSH_PORT} "
         f"-o UserKnownHostsFile={KNOWN_HOSTS.relative_to(REPO_ROOT)} {DEPLOY_USER}@127.0.0.1")
     if args.no_deploy:
         return 0
     try:
-        rc = ansible_playbook("site.yml", "-i", "inventories/local", *args.ansible_args)
+        rc = ansible_playbook("site.yml", "-i", "inventories/local",
+                              "--vault-password-file", str(VAULT_PASSWORD_FILE), *args.ansible_args)
     except TestbedError as exc:
         die(str(exc))
     if rc != 0:
         die(f"ansible-playbook site.yml failed (exit {rc}); the demo server is still up for a look "
             f"(`make demo-down` removes it)", rc)
-    try:
-        root = fetch_acme_root().relative_to(REPO_ROOT)
-    except TestbedError as exc:
-        die(f"reading the demo ACME server's root certificate failed: {exc}")
+    root = ACME_ROOT.relative_to(REPO_ROOT)
     print()
     say("site.yml finished: the example app is served over HTTPS by the demo server")
     say(f"  URL:    https://{DOMAIN}:{HTTPS_PORT}/  (published on 127.0.0.1; the name is the demo's own)")
     say(f"  check:  curl --cacert {root} --resolve {DOMAIN}:{HTTPS_PORT}:127.0.0.1 "
         f"https://{DOMAIN}:{HTTPS_PORT}/health")
-    say(f"  admin:  https://{DOMAIN}:{HTTPS_PORT}/admin/  user admin, password in .demo/secrets.json")
+    say(f"  admin:  https://{DOMAIN}:{HTTPS_PORT}/admin/  user admin, password: vault_superuser_password in "
+        f"ansible-vault view {VAULT.relative_to(REPO_ROOT)} --vault-password-file "
+        f"{VAULT_PASSWORD_FILE.relative_to(REPO_ROOT)}")
     say(f"  SSH:    ssh -i .demo/id_ed25519 -p {SSH_PORT} "
         f"-o UserKnownHostsFile=.demo/known_hosts {DEPLOY_USER}@127.0.0.1")
     say("  remove it all: make demo-down")
@@ -304,7 +322,8 @@ def down(_args) -> int:
                     ["docker", "network", "rm", NETWORK]):
             subprocess.run(cmd, capture_output=True, check=False)
     shutil.rmtree(STATE_DIR, ignore_errors=True)
-    say("demo removed (containers, volume, network, generated key)")
+    VAULT.unlink(missing_ok=True)  # generated by `up`; useless without the password in .demo/
+    say("demo removed (containers, volume, network, generated key, vault and its password)")
     return 0
 
 

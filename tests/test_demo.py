@@ -39,6 +39,25 @@ def test_up_runs_site_yml_over_ssh(demo):
     assert "PLAY RECAP" in demo.stdout
     assert "failed=0" in demo.stdout and "unreachable=0" in demo.stdout
     assert "ssh -i .demo/id_ed25519" in demo.stdout
+    # The secrets were generated into the vault, and the pre-flight check passed before site.yml.
+    assert "created inventories/local/group_vars/all/vault.yml" in demo.stdout
+    assert "validate passed" in demo.stdout
+    assert demo.stdout.index("validate passed") < demo.stdout.rindex("PLAY RECAP")  # site.yml's
+
+
+def test_the_secrets_are_in_the_encrypted_vault_and_never_printed(demo):
+    assert demo.returncode == 0
+    vault = REPO / "inventories/local/group_vars/all/vault.yml"
+    password_file = REPO / ".demo/local.vault-pass"
+    assert vault.read_bytes().startswith(b"$ANSIBLE_VAULT")
+    assert oct(password_file.stat().st_mode & 0o777) == "0o600"
+    plain = subprocess.run([str(Path(sys.executable).parent / "ansible-vault"), "view",
+                            "--vault-password-file", str(password_file), str(vault)],
+                           capture_output=True, text=True, check=True).stdout
+    values = [v for v in re.findall(r'^vault_\w+: "(.+)"$', plain, re.M)]
+    assert len(values) >= 4
+    for value in values:
+        assert value not in demo.stdout and value not in demo.stderr
 
 
 def test_the_printed_curl_command_shows_the_app_over_https(demo):
@@ -92,3 +111,4 @@ def test_down_removes_everything():
     assert docker("volume", "inspect", "shipshape-demo-var-lib-docker").returncode != 0
     assert docker("network", "inspect", "shipshape-demo").returncode != 0
     assert not (REPO / ".demo").exists()
+    assert not (REPO / "inventories/local/group_vars/all/vault.yml").exists()
