@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import time
@@ -26,7 +27,7 @@ LOGS = REPO / ".cache" / "molecule"
 # plain `.venv/bin/python scripts/run_scenarios.py` finds them without an activated venv
 ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
 # Longest first, so the slowest scenarios do not start last.
-ORDER = ["app", "tls", "hardening", "ufw", "docker", "default"]
+ORDER = ["site", "tls", "ufw", "app", "backups", "hardening", "docker", "default"]
 
 
 def scenarios() -> list:
@@ -64,6 +65,29 @@ def run_one(name: str) -> tuple:
     return name, rc, time.monotonic() - start, note
 
 
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+# Lines that say what failed: pytest's failures and summary, Ansible's failed tasks.
+WHY = re.compile(r"^\s*(?:[│|]\s*)?(?:FAILED |ERROR |E {3}|_{5,} test|fatal: |failed: |\[ERROR\]: |TASK \[)")
+
+
+def failure_report(log: Path, why_lines: int = 120, tail_lines: int = 40) -> str:
+    """What failed (pytest and Ansible failure lines from the whole log), then the log's tail."""
+    lines = [ANSI.sub("", line) for line in log.read_text(errors="replace").splitlines()]
+    why, task = [], ""
+    for line in lines:
+        if not WHY.match(line) or "FAILED - RETRYING" in line:
+            continue
+        if "TASK [" in line:
+            task = line.strip()  # kept only when a failure follows it
+            continue
+        if task and ("fatal: " in line or "failed: " in line or "[ERROR]: " in line):
+            why.append(task)
+            task = ""
+        why.append(line)
+    out = ["    what failed:"] + [f"    ! {line}" for line in why[-why_lines:]] + ["    end of the log:"]
+    return "\n".join(out + [f"    | {line}" for line in lines[-tail_lines:]])
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -88,8 +112,7 @@ def main(argv=None) -> int:
             if note:
                 print(f"    {note}", flush=True)
             if rc != 0:
-                tail = (LOGS / f"{name}.log").read_text(errors="replace").splitlines()[-80:]
-                print("\n".join(f"    | {line}" for line in tail), flush=True)
+                print(failure_report(LOGS / f"{name}.log"), flush=True)
     failed = [name for name, rc, _ in results if rc != 0]
     print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
     return 1 if failed else 0
