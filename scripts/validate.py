@@ -139,10 +139,15 @@ PROBE_PLAYBOOK = r"""---
       ignore_errors: true
       when: shipshape_probe_ping is not skipped and shipshape_probe_ping is not unreachable and shipshape_probe_ping is succeeded
 
+    # A busy server can miss the timeout: try again before reporting the facts as missing.
     - name: Facts
       ansible.builtin.setup:
         gather_subset: [min, hardware, network]
-        gather_timeout: 20
+        gather_timeout: 30
+      register: shipshape_probe_facts
+      until: shipshape_probe_facts is succeeded and 'ansible_distribution' in (shipshape_probe_facts.ansible_facts | default({}))
+      retries: 2
+      delay: 5
       ignore_unreachable: true
       ignore_errors: true
       when: shipshape_probe_ping is not skipped and shipshape_probe_ping is not unreachable and shipshape_probe_ping is succeeded
@@ -583,7 +588,8 @@ def check_server(report: Report, host: str, c: dict, results: dict, values: dict
 
     setup = results.get("Facts", {})
     facts = setup.get("ansible_facts") or {}
-    if not facts:
+    # A failed setup still returns the interpreter it discovered as a fact: that is no facts.
+    if not facts.get("ansible_distribution"):
         for check in ("os", "disk", "memory"):
             report.add(f"{check} {host}", "FAIL" if check == "os" else "SKIP",
                        f"facts could not be gathered: {str(setup.get('msg', ''))[:300]}",
