@@ -20,7 +20,8 @@ testinfra_hosts = ["ansible://hardening-prober"]
 
 PROBER = "hardening-prober"
 SERVERS = ["hardening-debian13", "hardening-debian12"]
-SSH_AUDIT = "/work/main/.venv/bin/ssh-audit"
+# ssh-audit comes with the pinned toolchain, beside the interpreter that runs these tests.
+SSH_AUDIT = str(Path(sys.executable).parent / "ssh-audit")
 SSH_OPTS = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
             "-o", "ConnectTimeout=10"]
 LYNIS_MIN = 80
