@@ -20,7 +20,7 @@ Checks, each a row of check / status (PASS, WARN, FAIL, SKIP) / detail / fix:
   syntax-check   `ansible-playbook site.yml --syntax-check` passes
 
 How it stays read-only: the inventory is read by Ansible itself (a probe playbook that only
-runs debug, ping, `id -u` with become, fact gathering and, for a file:// repository on the
+runs debug, ping, `id -u` with become, fact gathering, reading /etc/os-release, `df` and, for a file:// repository on the
 server, `tar` of that repository to this machine); DNS and ports are probed with sockets
 from here; a remote repository is listed with `git ls-remote` from here (with the deploy key
 of the inventory, when it has one, in a temporary file here). `docker compose config` runs
@@ -139,15 +139,18 @@ PROBE_PLAYBOOK = r"""---
       ignore_errors: true
       when: shipshape_probe_ping is not skipped and shipshape_probe_ping is not unreachable and shipshape_probe_ping is succeeded
 
-    # A busy server can miss the timeout: try again before reporting the facts as missing.
     - name: Facts
       ansible.builtin.setup:
         gather_subset: [min, hardware, network]
         gather_timeout: 30
-      register: shipshape_probe_facts
-      until: shipshape_probe_facts is succeeded and 'ansible_distribution' in (shipshape_probe_facts.ansible_facts | default({}))
-      retries: 2
-      delay: 5
+      ignore_unreachable: true
+      ignore_errors: true
+      when: shipshape_probe_ping is not skipped and shipshape_probe_ping is not unreachable and shipshape_probe_ping is succeeded
+
+    # The release straight from the file the fact collectors read it from.
+    - name: OS release
+      ansible.builtin.slurp:
+        src: /etc/os-release
       ignore_unreachable: true
       ignore_errors: true
       when: shipshape_probe_ping is not skipped and shipshape_probe_ping is not unreachable and shipshape_probe_ping is succeeded
@@ -546,6 +549,20 @@ def check_hosts(report: Report, conn: dict, inventory: Path) -> list:
 
 # --------------------------------------------------------------------------- SSH, OS, resources
 
+def os_release(result: dict) -> dict:
+    """KEY=value pairs of /etc/os-release from the probe's slurp result ({} when unread)."""
+    try:
+        text = base64.b64decode(result.get("content", "")).decode("utf-8", "replace")
+    except (ValueError, TypeError):
+        return {}
+    pairs = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip() and not key.startswith("#"):
+            pairs[key.strip()] = value.strip().strip('"').strip("'")
+    return pairs
+
+
 def check_server(report: Report, host: str, c: dict, results: dict, values: dict, inventory: Path) -> dict:
     """SSH, become, OS, disk and memory of one host; returns its facts (or {})."""
     hosts_file = rel(inventory_paths(inventory)["hosts"])
@@ -588,19 +605,22 @@ def check_server(report: Report, host: str, c: dict, results: dict, values: dict
 
     setup = results.get("Facts", {})
     facts = setup.get("ansible_facts") or {}
-    # A failed setup still returns the interpreter it discovered as a fact: that is no facts.
-    if not facts.get("ansible_distribution"):
+    release = os_release(results.get("OS release", {}))
+    if not release and not facts.get("ansible_distribution"):
         for check in ("os", "disk", "memory"):
             report.add(f"{check} {host}", "FAIL" if check == "os" else "SKIP",
-                       f"facts could not be gathered: {str(setup.get('msg', ''))[:300]}",
+                       f"neither facts nor /etc/os-release could be read: {str(setup.get('msg', ''))[:300]}",
                        "make sure python3 runs on the server" if check == "os" else "")
         return {}
 
-    dist = facts.get("ansible_distribution", "?")
-    version = str(facts.get("ansible_distribution_version", "?"))
-    major = str(facts.get("ansible_distribution_major_version", "?"))
+    # /etc/os-release first (what the fact collectors read), the facts when it is missing.
+    dist = release.get("NAME", "").split()[0] if release.get("ID") == "debian" else (
+        release.get("NAME") or facts.get("ansible_distribution", "?"))
+    version = release.get("VERSION_ID") or str(facts.get("ansible_distribution_version", "?"))
+    major = version.split(".")[0]
+    codename = release.get("VERSION_CODENAME") or facts.get("ansible_distribution_release", "")
     supported = [str(r) for r in values.get("preflight_supported_debian_releases") or DEFAULTS["preflight_supported_debian_releases"]]
-    label = f"{dist} {version} ({facts.get('ansible_distribution_release', '')})"
+    label = f"{dist} {version} ({codename})"
     if dist == "Debian" and major in supported:
         report.add(f"os {host}", "PASS", f"{label}, {facts.get('ansible_architecture', '')}")
     else:
