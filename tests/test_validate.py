@@ -67,14 +67,16 @@ def servers(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("validate-servers")
     key = tmp / "id_ed25519"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", PREFIX, "-f", str(key)], check=True)
-    (tmp / "os-release").write_text(DEBIAN_11)
-    (tmp / "debian_version").write_text("11.11\n")
     remove_ours()
     try:
         demo.run_host(SERVER, NETWORK, "validate-test")
-        demo.run_host(OLD_OS, NETWORK, "old-os",
-                      "-v", f"{tmp / 'os-release'}:/etc/os-release:ro",
-                      "-v", f"{tmp / 'debian_version'}:/etc/debian_version:ro")
+        demo.run_host(OLD_OS, NETWORK, "old-os")
+        # The release files are written inside the container (not bind-mounted from a
+        # temporary directory of this run, which another pytest run may clean away).
+        subprocess.run(["docker", "exec", "-i", OLD_OS, "sh", "-c",
+                        "rm -f /etc/os-release /etc/debian_version && cat > /etc/os-release "
+                        "&& echo 11.11 > /etc/debian_version"],
+                       input=DEBIAN_11, text=True, check=True, timeout=60)
         known = []
         info = {"key": key, "known_hosts": tmp / "known_hosts"}
         for name in (SERVER, OLD_OS):
@@ -297,7 +299,8 @@ def test_bad_input_fails_names_the_thing_and_the_fix_and_changes_nothing(
     assert wanted, f"no FAIL row {check!r} in:\n" + "\n".join(f"{r['check']} {r['status']} {r['detail']}" for r in rows)
     ip = re.escape(servers[server])
     detail, fix = detail.replace("{ip}", ip), fix.replace("{ip}", ip)
-    assert any(re.search(detail, r["detail"]) and re.search(fix, r["fix"]) for r in wanted), wanted
+    assert any(re.search(detail, r["detail"]) and re.search(fix, r["fix"]) for r in wanted), \
+        "\n".join(f"{r['check']} {r['status']} {r['detail']}" for r in rows)
     assert after == before, "validate.py changed something on the server"
     out = proc.stdout + proc.stderr
     for value in [*good["secrets"], "abc123xyz"]:
