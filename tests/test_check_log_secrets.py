@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts/check_log_secrets.py"
-KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ\n-----END OPENSSH PRIVATE KEY-----\n"
 
 
 def run(tmp_path, secrets_yaml: str, log_text: str):
@@ -35,8 +34,10 @@ def test_leak_is_found_and_named_without_the_value(tmp_path):
 
 def test_a_line_of_a_private_key_counts_as_a_leak(tmp_path):
     import yaml
-    proc = run(tmp_path, yaml.safe_dump({"deploy_key": KEY}),
-               "msg: b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ\n")
+    # A throwaway key made for this test: its second line is the first body line.
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "k")], check=True)
+    key = (tmp_path / "k").read_text()
+    proc = run(tmp_path, yaml.safe_dump({"deploy_key": key}), f"msg: {key.splitlines()[1]}\n")
     assert proc.returncode == 1
     assert "deploy_key (line 2)" in proc.stderr
 
