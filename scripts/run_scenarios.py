@@ -1,6 +1,10 @@
 #!/usr/bin/env python3
 """Run Molecule scenarios (`molecule test -s NAME`), several at a time, and report.
 
+With --pytest the pytest suite (tests/) is one more job in the same pool: the machine's
+cores stay busy while one job waits on a container, and `make test` ends sooner than with
+pytest first and the scenarios after.
+
 Each scenario's whole output goes to .cache/molecule/NAME.log. When a scenario has
 secrets.yml files (its stand-in for the vault, under molecule/NAME/ or generated into
 .cache/molecule/NAME/), that log and the log of the playbooks its tests ran
@@ -8,6 +12,7 @@ secrets.yml files (its stand-in for the vault, under molecule/NAME/ or generated
 
   run_scenarios.py                 every scenario, two at a time
   run_scenarios.py --jobs 1 app    one scenario
+  run_scenarios.py --pytest        pytest and every scenario (what `make test` runs)
 """
 
 from __future__ import annotations
@@ -26,8 +31,9 @@ LOGS = REPO / ".cache" / "molecule"
 # molecule and ansible-playbook come from the virtualenv of this interpreter first, so a
 # plain `.venv/bin/python scripts/run_scenarios.py` finds them without an activated venv
 ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-# Longest first, so the slowest scenarios do not start last.
-ORDER = ["site", "tls", "ufw", "app", "backups", "hardening", "docker", "default"]
+# Longest first (as measured on a 2-core machine), so the slowest jobs do not start last.
+ORDER = ["site", "hardening", "backups", "pytest", "app", "tls", "docker", "ufw", "default"]
+PYTEST = "pytest"
 
 
 def scenarios() -> list:
@@ -43,15 +49,33 @@ def secret_files(name: str) -> list:
     return files
 
 
+def run_logged(cmd: list, log: Path, start: float) -> int:
+    """Run CMD with its output in LOG; each line starts with the minutes:seconds since START,
+    so a slow step shows in the log of any run."""
+    with open(log, "w") as out, subprocess.Popen(
+            cmd, cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, errors="replace") as proc:
+        for line in proc.stdout:
+            elapsed = int(time.monotonic() - start)
+            out.write(f"{elapsed // 60:3d}:{elapsed % 60:02d} {line}")
+    return proc.returncode
+
+
+def run_pytest() -> tuple:
+    start = time.monotonic()
+    rc = run_logged([sys.executable, "-m", "pytest", "tests"], LOGS / f"{PYTEST}.log", start)
+    note = "pytest: no tests collected" if rc == 5 else ""
+    return PYTEST, 0 if rc == 5 else rc, time.monotonic() - start, note
+
+
 def run_one(name: str) -> tuple:
+    if name == PYTEST:
+        return run_pytest()
     log = LOGS / f"{name}.log"
     runs_log = LOGS / f"{name}.runs.log"
     runs_log.unlink(missing_ok=True)
     start = time.monotonic()
-    with open(log, "w") as out:
-        proc = subprocess.run(["molecule", "test", "-s", name], cwd=REPO, stdout=out, env=ENV,
-                              stderr=subprocess.STDOUT, check=False)
-    rc = proc.returncode
+    rc = run_logged(["molecule", "test", "-s", name], log, start)
     note = ""
     files = secret_files(name)
     if rc == 0 and files:
@@ -67,7 +91,7 @@ def run_one(name: str) -> tuple:
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 # Lines that say what failed: pytest's failures and summary, Ansible's failed tasks.
-WHY = re.compile(r"^\s*(?:[│|]\s*)?(?:FAILED |ERROR |E {3}|_{5,} test|fatal: |failed: |\[ERROR\]: |TASK \[)")
+WHY = re.compile(r"^\s*(?:\d+:\d\d )?\s*(?:[│|]\s*)?(?:FAILED |ERROR |E {3}|_{5,} test|fatal: |failed: |\[ERROR\]: |TASK \[)")
 
 
 def failure_report(log: Path, why_lines: int = 120, tail_lines: int = 40) -> str:
@@ -84,23 +108,29 @@ def failure_report(log: Path, why_lines: int = 120, tail_lines: int = 40) -> str
             why.append(task)
             task = ""
         why.append(line)
-    out = ["    what failed:"] + [f"    ! {line}" for line in why[-why_lines:]] + ["    end of the log:"]
-    return "\n".join(out + [f"    | {line}" for line in lines[-tail_lines:]])
+    out = ["    what failed:"] + [f"    ! {line}" for line in why[-why_lines:]]
+    if tail_lines:
+        out += ["    end of the log:"] + [f"    | {line}" for line in lines[-tail_lines:]]
+    return "\n".join(out)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("names", nargs="*", help="scenarios (default: all)")
-    parser.add_argument("--jobs", type=int, default=2, help="scenarios at a time (default 2)")
+    parser.add_argument("--jobs", type=int, default=2, help="jobs at a time (default 2)")
+    parser.add_argument("--pytest", action="store_true",
+                        help="run the pytest suite (tests/) as one more job in the pool")
     args = parser.parse_args(argv)
     names = args.names or scenarios()
     unknown = [n for n in names if not (REPO / "molecule" / n / "molecule.yml").exists()]
     if unknown:
         print(f"no such scenario: {', '.join(unknown)}", file=sys.stderr)
         return 2
+    if args.pytest:
+        names = sorted([PYTEST, *names], key=lambda s: ORDER.index(s) if s in ORDER else len(ORDER))
     LOGS.mkdir(parents=True, exist_ok=True)
-    print(f"molecule: {len(names)} scenarios, {args.jobs} at a time: {' '.join(names)}", flush=True)
+    print(f"{len(names)} jobs, {args.jobs} at a time: {' '.join(names)}", flush=True)
     results = []
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         futures = [pool.submit(run_one, name) for name in names]
@@ -114,6 +144,10 @@ def main(argv=None) -> int:
             if rc != 0:
                 print(failure_report(LOGS / f"{name}.log"), flush=True)
     failed = [name for name, rc, _ in results if rc != 0]
+    # Again at the end, where a reader of only the last lines of the output finds it.
+    for name in failed:
+        print(f"=== {name} FAILED; what failed, from .cache/molecule/{name}.log:", flush=True)
+        print(failure_report(LOGS / f"{name}.log", why_lines=40, tail_lines=0), flush=True)
     print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
     return 1 if failed else 0
 
