@@ -63,7 +63,7 @@ def run_logged(cmd: list, log: Path, start: float) -> int:
 
 def run_pytest() -> tuple:
     start = time.monotonic()
-    rc = run_logged([sys.executable, "-m", "pytest", "tests"], LOGS / f"{PYTEST}.log", start)
+    rc = run_logged([sys.executable, "-m", "pytest", "--durations=15", "tests"], LOGS / f"{PYTEST}.log", start)
     note = "pytest: no tests collected" if rc == 5 else ""
     return PYTEST, 0 if rc == 5 else rc, time.monotonic() - start, note
 

@@ -8,6 +8,9 @@ Tags, in commit order:
   v2       a newer commit (a harmless change), for the redeploy test
   newkey   .env.example names a key the inventory does not set
   broken   a migration that fails, for the failed-deploy test
+and on a branch from v2 (the release tests of the site scenario):
+  unhealthy  v2 whose /health answers 503: a release that fails its health gate
+  v3         v2 and a new migration (a column added): a schema older releases do not know
 """
 
 from __future__ import annotations
@@ -28,6 +31,17 @@ class Migration(migrations.Migration):
     dependencies = [("notes", "{previous}")]
     operations = [
         migrations.RunSQL("ALTER TABLE table_that_does_not_exist ADD COLUMN x integer"),
+    ]
+'''
+
+
+PINNED_MIGRATION = '''from django.db import migrations, models
+
+
+class Migration(migrations.Migration):
+    dependencies = [("notes", "0001_initial")]
+    operations = [
+        migrations.AddField(model_name="note", name="pinned", field=models.BooleanField(default=False)),
     ]
 '''
 
@@ -67,6 +81,24 @@ def main() -> int:
         (work / "notes/migrations/0999_broken.py").write_text(
             BROKEN_MIGRATION.format(previous=migrations[-1]))
         commit(work, "A migration that fails", "broken")
+
+        git(work, "checkout", "-q", "-b", "releases", "v2")
+        health = work / "exampleapp/health.py"
+        healthy = health.read_text()
+        marker = '    body["migrations"] = "applied"\n    return 200, body\n'
+        assert marker in healthy, "exampleapp/health.py changed; update make_repo.py"
+        health.write_text(healthy.replace(marker, '    body.update(status="error", reason="broken on purpose")\n'
+                                                  '    return 503, body\n'))
+        commit(work, "A release whose health check fails", "unhealthy")
+        health.write_text(healthy)
+
+        models = work / "notes/models.py"
+        field = "    created = models.DateTimeField(auto_now_add=True, db_index=True)\n"
+        assert field in models.read_text(), "notes/models.py changed; update make_repo.py"
+        models.write_text(models.read_text().replace(
+            field, field + "    pinned = models.BooleanField(default=False)\n"))
+        (work / "notes/migrations/0002_note_pinned.py").write_text(PINNED_MIGRATION)
+        commit(work, "Notes can be pinned (a new column)", "v3")
 
         if bare.exists():
             shutil.rmtree(bare)

@@ -189,6 +189,12 @@ def test_a_broken_migration_stops_the_deploy_and_the_old_version_keeps_serving(h
     assert len(set(dumps_after) - set(dumps_before)) == 1
     dump_dir = host.file(f"{APP_ROOT}/backups/pre-migrate")
     assert dump_dir.mode == 0o700
+    # The release ledger has the failed deploy, and the deploy lock is released.
+    last = json.loads(host.file(f"{APP_ROOT}/releases.jsonl").content_string.splitlines()[-1])
+    assert (last["result"], last["migrations"], last["commit"]) == ("failed", "failed", commit_of(host, "broken"))
+    assert "The migrations failed" in last["failure"]
+    assert host.file(f"{APP_ROOT}/releases.jsonl").mode == 0o640
+    assert not host.file(f"{APP_ROOT}/deploy.lock").exists
 
 
 def test_no_secret_in_the_output_of_the_test_runs():

@@ -3,8 +3,11 @@
 Probes run on the controller against the server's address on the scenario network, with
 the site's name (curl --resolve) and Pebble's root as the only trusted CA. Then the
 playbooks an operator runs next: the post-deploy validation (normal, check mode, and with
-planted faults it must report), a new version with deploy.yml, a backup that the summary
-reports, and production.yml refusing to start when a pre-flight check fails.
+planted faults it must report), new versions with deploy.yml under constant HTTPS load
+(zero failed requests: the new release starts beside the old one and gets the traffic only
+once healthy), a release that fails its health gate, a deploy blocked by the deploy lock,
+rollback.yml (and its refusal when the schema is newer than the target release), a backup
+that the summary reports, and production.yml refusing to start when a pre-flight check fails.
 The tests run in file order and build on each other.
 """
 
@@ -13,16 +16,21 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import socket
 import subprocess
 import sys
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "shared"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "scripts"))
 import testlib  # noqa: E402
+from loadgen import Load, describe  # noqa: E402
 
 SERVER = "site-debian13"
 testinfra_hosts = [f"ansible://{SERVER}"]
@@ -34,6 +42,8 @@ ROOT_CA = CACHE / "acme-root.pem"
 OTHER_CA = CACHE / "pebble-tls.pem"
 PLAYBOOKS = REPO / "playbooks"
 APP_ROOT = "/srv/example"
+# Requests per second of the load the release tests put on the site.
+LOAD_RATE = 25
 SECRETS = yaml.safe_load((Path(__file__).resolve().parents[1] / "group_vars/web/secrets.yml").read_text())
 
 
@@ -77,6 +87,40 @@ def last_backup(host) -> str:
     if not status.exists:
         return "no backup yet"
     return json.loads(status.content_string)["last_success"]
+
+
+@contextmanager
+def under_load(ip: str):
+    """Constant HTTPS load on /health while the body runs; .summary holds the result."""
+    load = Load(ip, NAME, str(ROOT_CA), "/health", rate=LOAD_RATE).start()
+    try:
+        yield load
+    finally:
+        load.summary = load.stop()
+        print(f"\nload: {describe(load.summary)}")
+
+
+def ledger(host) -> list:
+    return [json.loads(line) for line in host.file(f"{APP_ROOT}/releases.jsonl").content_string.splitlines() if line]
+
+
+def current_release(host) -> dict:
+    return json.loads(host.file(f"{APP_ROOT}/current/release.json").content_string)
+
+
+def served_version(ip: str) -> str:
+    body, status = curl(ip, "/health").stdout.rsplit("\n", 1)
+    assert status == "200", body
+    return json.loads(body)["version"]
+
+
+def second_slot_is_gone(host) -> bool:
+    return host.run("docker ps -aq --filter label=com.docker.compose.project=example-next").stdout.strip() == ""
+
+
+def upstream_port(host) -> int:
+    text = host.file("/etc/nginx/conf.d/shipshape-upstream.conf").content_string
+    return int(re.search(r"server 127\.0\.0\.1:(\d+);", text).group(1))
 
 
 def run_verify(*args: str, extra: dict | None = None) -> subprocess.CompletedProcess:
@@ -166,15 +210,133 @@ def test_validation_reports_every_planted_fault(host):
 
 # ------------------------------------------------------------------ the other playbooks
 
-def test_deploy_playbook_ships_a_new_version_then_validates_it(host, server_ip):
-    run = testlib.run_playbook(PLAYBOOKS / "deploy.yml", {"app_checkout_version": "v2"}, timeout=900)
+def test_deploy_playbook_ships_a_new_version_under_load_without_a_failed_request(host, server_ip):
+    v1, v2 = commit_of(host, "v1"), commit_of(host, "v2")
+    with under_load(server_ip) as load:
+        run = testlib.run_playbook(PLAYBOOKS / "deploy.yml", {"app_checkout_version": "v2"}, timeout=900)
     assert run.returncode == 0, run.stdout[-4000:]
-    v2 = commit_of(host, "v2")
     assert f"commit:       {v2}" in summary(run.stdout)
     # Only the app stage and the validation ran.
     assert "TASK [hardening" not in run.stdout and "TASK [tls" not in run.stdout
-    body, status = curl(server_ip, "/health").stdout.rsplit("\n", 1)
-    assert status == "200" and json.loads(body)["version"] == v2
+    # The new release started beside the old one and got the traffic: no visitor saw an error.
+    assert "TASK [app_release : Start the new release on the second port]" in run.stdout
+    assert load.summary["failed"] == 0, load.summary["failures"]
+    assert load.summary["versions"][0] == v1 and load.summary["versions"][-1] == v2, load.summary["versions"]
+    assert served_version(server_ip) == v2
+    assert upstream_port(host) == 8000 and second_slot_is_gone(host)
+    release = current_release(host)
+    assert release["commit"] == v2 and release["image"].endswith(f":{v2}")
+    last = ledger(host)[-1]
+    assert (last["kind"], last["result"], last["commit"], last["release"]) == ("deploy", "success", v2, release["id"])
+    assert last["migrations"] == "none pending" and last["deployed_by"] and last["image_id"].startswith("sha256:")
+    assert not host.file(f"{APP_ROOT}/deploy.lock").exists
+
+
+def test_a_release_that_fails_its_health_gate_never_gets_the_traffic(host, server_ip):
+    v2, bad = commit_of(host, "v2"), commit_of(host, "unhealthy")
+    releases_before = host.run(f"ls {APP_ROOT}/releases").stdout.split()
+    with under_load(server_ip) as load:
+        run = testlib.run_playbook(PLAYBOOKS / "deploy.yml", {"app_checkout_version": "unhealthy"}, timeout=900)
+    assert run.returncode != 0
+    assert "failed its health gate" in run.stdout and "Traffic stays on the old release" in run.stdout
+    assert load.summary["failed"] == 0, load.summary["failures"]
+    assert load.summary["versions"] == [v2], load.summary["versions"]
+    assert served_version(server_ip) == v2
+    assert upstream_port(host) == 8000 and second_slot_is_gone(host)
+    assert host.run(f"ls {APP_ROOT}/releases").stdout.split() == releases_before
+    assert current_release(host)["commit"] == v2
+    last = ledger(host)[-1]
+    assert (last["result"], last["commit"]) == ("failed", bad)
+    assert "health gate" in last["failure"]
+    assert not host.file(f"{APP_ROOT}/deploy.lock").exists
+
+
+def test_a_second_deploy_at_the_same_time_is_stopped_by_the_lock(host, server_ip):
+    first = subprocess.Popen(
+        ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(PLAYBOOKS / "deploy.yml"),
+         "-e", json.dumps({"app_checkout_version": "v2"})],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ, ANSIBLE_NOCOLOR="1"))
+    try:
+        for _ in range(120):
+            if host.file(f"{APP_ROOT}/deploy.lock").exists:
+                break
+            time.sleep(0.5)
+        held = json.loads(host.file(f"{APP_ROOT}/deploy.lock").content_string)
+        # The lock names the first deploy's own ansible-playbook process (how a lock whose
+        # deploy is gone is recognised).
+        assert int(held["pid"]) == first.pid and held["controller"] == socket.gethostname()
+        second = testlib.run_playbook(PLAYBOOKS / "deploy.yml",
+                                      {"app_checkout_version": "v1", "app_release_lock_wait": 0}, timeout=600)
+    finally:
+        out, _ = first.communicate(timeout=900)
+    assert first.returncode == 0, out[-4000:]
+    assert second.returncode != 0
+    assert "Another deploy holds the deploy lock /srv/example/deploy.lock" in second.stdout
+    assert f"{held['deployer']} from {held['controller']} (ansible-playbook pid {held['pid']})" in second.stdout
+    assert "deploying version 'v2'" in second.stdout
+    # The blocked deploy changed nothing: the checkout is the first deploy's (v2), not v1.
+    assert host.run(f"git -c safe.directory='*' -C {APP_ROOT}/src rev-parse HEAD").stdout.strip() == commit_of(host, "v2")
+    assert "TASK [app_checkout" not in second.stdout
+    assert served_version(server_ip) == commit_of(host, "v2")
+    assert not host.file(f"{APP_ROOT}/deploy.lock").exists
+
+
+def test_a_lock_whose_deploy_is_gone_is_removed(host):
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    lock = {"deployer": "ops@" + socket.gethostname(), "controller": socket.gethostname(), "pid": gone.pid,
+            "started": "2026-01-01T00:00:00Z", "epoch": int(time.time()), "version": "v2"}
+    assert host.run(f"printf '%s\\n' {shlex.quote(json.dumps(lock))} > {APP_ROOT}/deploy.lock").rc == 0
+    run = testlib.run_playbook(PLAYBOOKS / "deploy.yml", {"app_checkout_version": "v2"}, timeout=900)
+    assert run.returncode == 0, run.stdout[-4000:]
+    assert "Removed a stale deploy lock" in run.stdout
+    assert not host.file(f"{APP_ROOT}/deploy.lock").exists
+
+
+def test_rollback_returns_to_the_previous_release_without_a_rebuild(host, server_ip):
+    v1, v2 = commit_of(host, "v1"), commit_of(host, "v2")
+    before = current_release(host)
+    with under_load(server_ip) as load:
+        start = time.monotonic()
+        run = testlib.run_playbook(PLAYBOOKS / "rollback.yml", timeout=600)
+        took = time.monotonic() - start
+    assert run.returncode == 0, run.stdout[-4000:]
+    print(f"rollback.yml took {took:.1f} s")
+    assert served_version(server_ip) == v1
+    assert load.summary["failed"] == 0, load.summary["failures"]
+    assert load.summary["versions"][0] == v2 and load.summary["versions"][-1] == v1
+    build = run.stdout.split("TASK [app_compose : Build the app image for this version]", 1)[1].split("TASK [", 1)[0]
+    assert f"ok: [{SERVER}]" in build and "changed" not in build
+    release = current_release(host)
+    assert release["commit"] == v1 and release["id"] < before["id"]
+    last = ledger(host)[-1]
+    assert (last["kind"], last["result"], last["commit"], last["migrations"]) == ("rollback", "success", v1, "not run")
+    assert upstream_port(host) == 8000 and second_slot_is_gone(host)
+    assert took < 240, f"rollback.yml took {took:.0f} s"
+
+
+def test_rollback_refuses_a_release_older_than_the_schema_unless_forced(host, server_ip):
+    v2, v3 = commit_of(host, "v2"), commit_of(host, "v3")
+    old_image = current_release(host)["image"]
+    # v3 adds a column; only two releases are kept, so the oldest (v1) goes with its image.
+    run = testlib.run_playbook(PLAYBOOKS / "deploy.yml", {"app_checkout_version": "v3", "app_release_keep": 2},
+                               timeout=900)
+    assert run.returncode == 0, run.stdout[-4000:]
+    assert served_version(server_ip) == v3 and ledger(host)[-1]["migrations"] == "applied"
+    releases = host.run(f"ls {APP_ROOT}/releases").stdout.split()
+    assert len(releases) == 2 and current_release(host)["id"] == releases[-1]
+    assert host.run(f"docker image inspect {old_image}").rc != 0
+    # The previous release (v2) does not know the new migration: refused, nothing changes.
+    refused = testlib.run_playbook(PLAYBOOKS / "rollback.yml", timeout=600)
+    assert refused.returncode != 0
+    assert "does not know 1 migration(s) the database has applied: notes.0002_note_pinned" in refused.stdout
+    assert "app_release_rollback_force=true" in refused.stdout
+    assert served_version(server_ip) == v3 and current_release(host)["commit"] == v3
+    assert "TASK [app_checkout" not in refused.stdout
+    forced = testlib.run_playbook(PLAYBOOKS / "rollback.yml", {"app_release_rollback_force": True}, timeout=600)
+    assert forced.returncode == 0, forced.stdout[-4000:]
+    assert "WARNING: rolling back" in forced.stdout
+    assert served_version(server_ip) == v2 and current_release(host)["commit"] == v2
 
 
 def test_the_summary_reports_the_last_backup(host):
