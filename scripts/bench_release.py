@@ -104,6 +104,12 @@ def plain_recreate(to: str) -> float:
         "docker compose -p example --env-file .compose.env up -d web >/dev/null 2>&1")
 
 
+def reached(summary: dict, version: str, what: str) -> None:
+    """The change really happened: the last version visitors saw is the target."""
+    if not summary["versions"] or summary["versions"][-1] != version:
+        sys.exit(f"bench_release: after {what} visitors still saw {summary['versions']}, not {version}")
+
+
 def under_load(action, rate: float, settle: float = 3.0) -> tuple:
     ip = (CACHE / "server_ip").read_text().strip()
     load = Load(ip, NAME, str(CACHE / "acme-root.pem"), "/health", rate=rate).start()
@@ -136,15 +142,18 @@ def main(argv=None) -> int:
         for n in range(1, args.rounds + 1):
             took, s = under_load(lambda: playbook("deploy.yml", {"app_checkout_version": "v2"},
                                                   LOG_DIR / f"release-deploy-{n}.log"), args.rate)
+            reached(s, v2, "deploy.yml")
             rows["ours: deploy.yml"].append((took, s))
             print(f"[bench] round {n} deploy.yml v1 -> v2: {took:.1f} s; {describe(s)}", flush=True)
             # Forced: with --reuse the database may have migrations of later tags (the site
             # scenario's v3), which v1 and v2 do not know; the schema check is not measured here.
             took, s = under_load(lambda: playbook("rollback.yml", {"app_release_rollback_force": True},
                                                   LOG_DIR / f"release-rollback-{n}.log"), args.rate)
+            reached(s, v1, "rollback.yml")
             rows["ours: rollback.yml"].append((took, s))
             print(f"[bench] round {n} rollback.yml v2 -> v1: {took:.1f} s; {describe(s)}", flush=True)
             took, s = under_load(lambda: plain_recreate(v2), args.rate, settle=8.0)
+            reached(s, v2, "docker compose up -d")
             rows["plain: docker compose up -d"].append((took, s))
             print(f"[bench] round {n} plain recreate v1 -> v2: {took:.1f} s; {describe(s)}", flush=True)
             plain_recreate(v1)

@@ -116,10 +116,12 @@ class Load:
             results = sorted(self.results)
         latencies = [r[3] for r in results if r[1]]
         failures = [r for r in results if not r[1]]
-        versions = []
+        versions, first_seen = [], {}
         for r in results:
             if r[1] and r[4] and (not versions or versions[-1] != r[4]):
                 versions.append(r[4])
+            if r[1] and r[4]:
+                first_seen.setdefault(r[4], round(r[0], 1))
         duration = results[-1][0] if results else 0.0
         return {
             "requests": len(results),
@@ -130,6 +132,8 @@ class Load:
             "p99_ms": round(percentile(latencies, 99) * 1000, 1),
             "max_ms": round(max(latencies) * 1000, 1) if latencies else 0.0,
             "versions": versions,
+            # Seconds from the start of the load to the first good answer of each version.
+            "first_seen": first_seen,
             "failures": [f"+{r[0]:.2f}s {r[2]}" for r in failures[:20]],
         }
 
