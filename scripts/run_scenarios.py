@@ -30,7 +30,9 @@ REPO = Path(__file__).resolve().parent.parent
 LOGS = REPO / ".cache" / "molecule"
 # molecule and ansible-playbook come from the virtualenv of this interpreter first, so a
 # plain `.venv/bin/python scripts/run_scenarios.py` finds them without an activated venv
-ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+# Unbuffered: the job writes to a pipe, and its log should grow while it runs.
+ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+       "PYTHONUNBUFFERED": "1"}
 # Longest first (as measured on a 2-core machine), so the slowest jobs do not start last.
 ORDER = ["site", "hardening", "backups", "pytest", "app", "tls", "docker", "ufw", "default"]
 PYTEST = "pytest"
