@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -11,6 +12,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "shared"))
 from testlib import docker_exec, recap, run_playbook  # noqa: E402
 
 SERVER = "hardening-debian13"
+# Stands for a private key, generated at run time (no key is kept in the repository).
+PRIVATE_KEY = "private key generated at run time"
+
+
+def private_key(tmp_path: Path) -> str:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", str(tmp_path / "key")],
+                   check=True, capture_output=True)
+    return (tmp_path / "key").read_text()
 
 
 def checksums() -> str:
@@ -21,11 +30,12 @@ def checksums() -> str:
 @pytest.mark.parametrize("keys", [
     pytest.param([], id="empty-list"),
     pytest.param(["not a public key"], id="not-a-key"),
-    pytest.param(["-----BEGIN OPENSSH PRIVATE KEY----- b3BlbnNzaC1rZXktdjEAAAAABG5vbmU="], id="private-key"),
+    pytest.param([PRIVATE_KEY], id="private-key"),
     pytest.param(["ssh-ed25519 AAAAB3NzaC1yc2EAAAADAQABAAABAQC7 mismatched-type"], id="type-mismatch"),
     pytest.param(["ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBE"], id="type-sshd-refuses"),
 ])
-def test_bad_keys_stop_the_role_before_sshd_changes(keys):
+def test_bad_keys_stop_the_role_before_sshd_changes(keys, tmp_path):
+    keys = [private_key(tmp_path) if key == PRIVATE_KEY else key for key in keys]
     before = checksums()
     proc = run_playbook("converge.yml", {"hardening_deploy_authorized_keys": keys},
                         "--limit", SERVER, timeout=600)
