@@ -14,7 +14,8 @@ serving, each round:
 
 The load is LOADGEN's: RATE requests per second, each on a new TLS connection, to /health
 over HTTPS with the certificate verified. It prints, per method, the failed requests, the
-latency percentiles and the time the change took (medians over the rounds), and the ratio.
+latency percentiles, the time the change took and how long after its start the new version
+first answered a visitor (medians over the rounds).
 
   bench_release.py                  fresh instances (molecule destroy, create, converge), 3 rounds
   bench_release.py --reuse          instances already converged (`molecule converge -s site`)
@@ -116,7 +117,11 @@ def under_load(action, rate: float, settle: float = 3.0) -> tuple:
     time.sleep(settle)
     took = action()
     time.sleep(settle)
-    return took, load.stop()
+    summary = load.stop()
+    # Seconds from the start of the action to the first visitor answer of the last version.
+    last = summary["versions"][-1] if summary["versions"] else None
+    summary["switch_s"] = round(max(0.0, summary["first_seen"].get(last, settle) - settle), 1)
+    return took, summary
 
 
 def main(argv=None) -> int:
@@ -144,18 +149,21 @@ def main(argv=None) -> int:
                                                   LOG_DIR / f"release-deploy-{n}.log"), args.rate)
             reached(s, v2, "deploy.yml")
             rows["ours: deploy.yml"].append((took, s))
-            print(f"[bench] round {n} deploy.yml v1 -> v2: {took:.1f} s; {describe(s)}", flush=True)
+            print(f"[bench] round {n} deploy.yml v1 -> v2: {took:.1f} s, v2 answered after {s['switch_s']} s; "
+                  f"{describe(s)}", flush=True)
             # Forced: with --reuse the database may have migrations of later tags (the site
             # scenario's v3), which v1 and v2 do not know; the schema check is not measured here.
             took, s = under_load(lambda: playbook("rollback.yml", {"app_release_rollback_force": True},
                                                   LOG_DIR / f"release-rollback-{n}.log"), args.rate)
             reached(s, v1, "rollback.yml")
             rows["ours: rollback.yml"].append((took, s))
-            print(f"[bench] round {n} rollback.yml v2 -> v1: {took:.1f} s; {describe(s)}", flush=True)
+            print(f"[bench] round {n} rollback.yml v2 -> v1: {took:.1f} s, v1 answered after {s['switch_s']} s; "
+                  f"{describe(s)}", flush=True)
             took, s = under_load(lambda: plain_recreate(v2), args.rate, settle=8.0)
             reached(s, v2, "docker compose up -d")
             rows["plain: docker compose up -d"].append((took, s))
-            print(f"[bench] round {n} plain recreate v1 -> v2: {took:.1f} s; {describe(s)}", flush=True)
+            print(f"[bench] round {n} plain recreate v1 -> v2: {took:.1f} s, v2 answered after {s['switch_s']} s; "
+                  f"{describe(s)}", flush=True)
             plain_recreate(v1)
             on_server("for i in $(seq 90); do curl -fsS http://127.0.0.1:8000/health >/dev/null 2>&1 && exit 0; "
                       "sleep 1; done; exit 1")
@@ -165,7 +173,8 @@ def main(argv=None) -> int:
     print()
     print(f"Redeploy under {args.rate:g} requests/s over HTTPS ({args.rounds} round(s), medians; "
           f"{os.cpu_count()} CPUs; logs in {LOG_DIR.relative_to(REPO)}/)")
-    print(f"  {'method':30} {'failed':>8} {'of':>6} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'time s':>8}")
+    print(f"  {'method':30} {'failed':>8} {'of':>6} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'time s':>8} "
+          f"{'new in s':>8}")
     med = {}
     for method, results in rows.items():
         failed = statistics.median(s["failed"] for _, s in results)
@@ -174,8 +183,10 @@ def main(argv=None) -> int:
               f"{statistics.median(s['p50_ms'] for _, s in results):8.1f} "
               f"{statistics.median(s['p95_ms'] for _, s in results):8.1f} "
               f"{statistics.median(s['p99_ms'] for _, s in results):8.1f} "
-              f"{statistics.median(t for t, _ in results):8.1f}")
-    print("  (time: the whole playbook for ours, from start to finish; for the plain way, `docker compose up -d`)")
+              f"{statistics.median(t for t, _ in results):8.1f} "
+              f"{statistics.median(s['switch_s'] for _, s in results):8.1f}")
+    print("  (time: the whole playbook for ours, from start to finish; for the plain way, `docker compose up -d`;")
+    print("   new in: from the start to the first visitor answer of the new version)")
     return 0 if med["ours: deploy.yml"] == 0 and med["ours: rollback.yml"] == 0 else 1
 
 
