@@ -254,25 +254,36 @@ def test_a_release_that_fails_its_health_gate_never_gets_the_traffic(host, serve
 
 
 def test_a_second_deploy_at_the_same_time_is_stopped_by_the_lock(host, server_ip):
+    # A lock left by a deploy whose ansible-playbook is gone (same controller, dead pid):
+    # the first deploy removes it and takes the lock.
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    stale = {"deployer": "ops@" + socket.gethostname(), "controller": socket.gethostname(), "pid": gone.pid,
+             "started": "2026-01-01T00:00:00Z", "epoch": int(time.time()), "version": "v1"}
+    assert host.run(f"printf '%s\\n' {shlex.quote(json.dumps(stale))} > {APP_ROOT}/deploy.lock").rc == 0
     first = subprocess.Popen(
         ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(PLAYBOOKS / "deploy.yml"),
          "-e", json.dumps({"app_checkout_version": "v2"}), *NO_VALIDATION],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ, ANSIBLE_NOCOLOR="1"))
+    held = {}
     try:
-        for _ in range(120):
-            if host.file(f"{APP_ROOT}/deploy.lock").exists:
-                break
+        for _ in range(240):
+            lock = host.file(f"{APP_ROOT}/deploy.lock")
+            if lock.exists:
+                held = json.loads(lock.content_string or "{}")
+                if int(held.get("pid", 0)) == first.pid:
+                    break
             time.sleep(0.5)
-        held = json.loads(host.file(f"{APP_ROOT}/deploy.lock").content_string)
         # The lock names the first deploy's own ansible-playbook process (how a lock whose
         # deploy is gone is recognised).
-        assert int(held["pid"]) == first.pid and held["controller"] == socket.gethostname()
+        assert int(held.get("pid", 0)) == first.pid and held["controller"] == socket.gethostname(), held
         second = testlib.run_playbook(PLAYBOOKS / "deploy.yml",
                                       {"app_checkout_version": "v1", "app_release_lock_wait": 0}, *NO_VALIDATION,
                                       timeout=600)
     finally:
         out, _ = first.communicate(timeout=900)
     assert first.returncode == 0, out[-4000:]
+    assert "Removed a stale deploy lock" in out
     assert second.returncode != 0
     assert "Another deploy holds the deploy lock /srv/example/deploy.lock" in second.stdout
     assert f"{held['deployer']} from {held['controller']} (ansible-playbook pid {held['pid']})" in second.stdout
@@ -284,18 +295,6 @@ def test_a_second_deploy_at_the_same_time_is_stopped_by_the_lock(host, server_ip
     assert not host.file(f"{APP_ROOT}/deploy.lock").exists
 
 
-def test_a_lock_whose_deploy_is_gone_is_removed(host):
-    gone = subprocess.Popen(["true"])
-    gone.wait()
-    lock = {"deployer": "ops@" + socket.gethostname(), "controller": socket.gethostname(), "pid": gone.pid,
-            "started": "2026-01-01T00:00:00Z", "epoch": int(time.time()), "version": "v2"}
-    assert host.run(f"printf '%s\\n' {shlex.quote(json.dumps(lock))} > {APP_ROOT}/deploy.lock").rc == 0
-    run = testlib.run_playbook(PLAYBOOKS / "deploy.yml", {"app_checkout_version": "v2"}, *NO_VALIDATION, timeout=900)
-    assert run.returncode == 0, run.stdout[-4000:]
-    assert "Removed a stale deploy lock" in run.stdout
-    assert not host.file(f"{APP_ROOT}/deploy.lock").exists
-
-
 def test_rollback_returns_to_the_previous_release_without_a_rebuild(host, server_ip):
     v1, v2 = commit_of(host, "v1"), commit_of(host, "v2")
     before = current_release(host)
@@ -304,10 +303,15 @@ def test_rollback_returns_to_the_previous_release_without_a_rebuild(host, server
         run = testlib.run_playbook(PLAYBOOKS / "rollback.yml", timeout=600)
         took = time.monotonic() - start
     assert run.returncode == 0, run.stdout[-4000:]
-    print(f"rollback.yml took {took:.1f} s")
+    switched = load.summary["first_seen"].get(v1, took)
+    print(f"rollback.yml took {took:.1f} s; the old commit answered after {switched:.1f} s")
     assert served_version(server_ip) == v1
     assert load.summary["failed"] == 0, load.summary["failures"]
     assert load.summary["versions"][0] == v2 and load.summary["versions"][-1] == v1
+    # The target release takes the traffic first; the checkout and the app project follow.
+    out = run.stdout
+    assert out.index("TASK [app_release : Send new requests to the new release]") < out.index("TASK [app_checkout")
+    assert switched < took - 20, (switched, took)
     build = run.stdout.split("TASK [app_compose : Build the app image for this version]", 1)[1].split("TASK [", 1)[0]
     assert f"ok: [{SERVER}]" in build and "changed" not in build
     release = current_release(host)
