@@ -8,7 +8,7 @@ cold `molecule converge` (the whole site.yml, ending with the post-deploy valida
 times a second converge, which has nothing to do, and counts what it changed. It prints the
 medians of the runs and the ratio of the two times.
 
-  bench_converge.py             3 runs (about 20 minutes on 2 idle cores)
+  bench_converge.py             3 runs (about 47 minutes on 2 idle cores)
   bench_converge.py --runs 1    one run
   bench_converge.py --keep      leave the last run's instances up (`molecule destroy -s site`)
 
