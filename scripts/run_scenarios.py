@@ -34,7 +34,7 @@ LOGS = REPO / ".cache" / "molecule"
 ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
        "PYTHONUNBUFFERED": "1"}
 # Longest first (as measured on a 2-core machine), so the slowest jobs do not start last.
-ORDER = ["site", "hardening", "backups", "pytest", "app", "tls", "docker", "ufw", "default"]
+ORDER = ["site", "hardening", "multihost", "backups", "pytest", "app", "tls", "docker", "ufw", "default"]
 PYTEST = "pytest"
 
 

@@ -1,0 +1,200 @@
+"""Two web hosts behind a load balancer, one shared database host, as visitors and an operator see them.
+
+Visitors reach the site through the balancer (multi-lb: nginx, round robin, a failed request is
+not retried on the other host), over HTTPS with the balancer's certificate as the only trusted
+CA. The probes of the database port run from other containers on the scenario network. The
+tests run in file order and build on each other: converge deployed v1; a rolling deploy of v3
+(a release with a migration) under constant load; then a release that fails its health gate
+on the first host, which must stop the rollout there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "shared"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "scripts"))
+import testlib  # noqa: E402
+import yaml  # noqa: E402
+from loadgen import Load, describe  # noqa: E402
+
+WEB1, WEB2, DB, BALANCER = "multi-web1", "multi-web2", "multi-db", "multi-lb"
+NAME = "app.example.test"
+REPO = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).resolve().parents[3]))
+CACHE = REPO / ".cache/molecule/multihost"
+BALANCER_CA = CACHE / "balancer.pem"
+PLAYBOOKS = REPO / "playbooks"
+APP_ROOT = "/srv/example"
+DUMPS = f"{APP_ROOT}/backups/pre-migrate"
+LOAD_RATE = 25
+API_TOKEN = yaml.safe_load((Path(__file__).resolve().parents[1] / "group_vars/all/secrets.yml").read_text())[
+    "app_checkout_env_secrets"]["API_TOKEN"]
+
+
+def address(host: str) -> str:
+    return json.loads((CACHE / "addresses.json").read_text())[host]
+
+
+def on(host: str, command: str) -> subprocess.CompletedProcess:
+    """A shell command inside a host container."""
+    return testlib.docker_exec(host, "sh", "-c", command, timeout=60)
+
+
+def https(ip: str, path: str, *curl_args: str, cafile: Path | None = BALANCER_CA) -> tuple[int, str]:
+    """(status, body) of a request to NAME at ip; without a CA file the certificate is not checked."""
+    trust = ["--cacert", str(cafile)] if cafile else ["--insecure"]
+    proc = subprocess.run(
+        ["curl", "-sS", "--max-time", "15", *trust, "--resolve", f"{NAME}:443:{ip}", "-w", "\n%{http_code}",
+         *curl_args, f"https://{NAME}{path}"],
+        capture_output=True, text=True, timeout=30, check=False)
+    assert proc.returncode == 0, proc.stderr
+    body, status = proc.stdout.rsplit("\n", 1)
+    return int(status), body
+
+
+def on_web_host(host: str, path: str, *curl_args: str) -> tuple[int, str]:
+    """Straight to one web host's nginx (its temporary self-signed certificate), past the balancer."""
+    return https(address(host), path, *curl_args, cafile=None)
+
+
+def commit_of(tag: str) -> str:
+    out = on(WEB1, f"git -c safe.directory='*' -C {APP_ROOT}/repo.git rev-parse {tag}^{{commit}}")
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def current_commit(host: str) -> str:
+    out = on(host, f"cat {APP_ROOT}/current/release.json")
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)["commit"]
+
+
+def ledger(host: str) -> list:
+    out = on(host, f"cat {APP_ROOT}/releases.jsonl")
+    assert out.returncode == 0, out.stderr
+    return [json.loads(line) for line in out.stdout.splitlines() if line]
+
+
+def dumps(host: str) -> list:
+    return on(host, f"ls {DUMPS} 2>/dev/null").stdout.split()
+
+
+def database_containers(host: str) -> list:
+    return on(host, "docker ps -q --filter label=com.docker.compose.project=example-data").stdout.split()
+
+
+def connects(source: str, ip: str, port: int) -> bool:
+    """Whether a TCP connection from inside the container `source` to ip:port succeeds."""
+    probe = (f"import socket; socket.create_connection(('{ip}', {port}), timeout=3).close()")
+    return testlib.docker_exec(source, "python3", "-c", probe, timeout=30).returncode == 0
+
+
+def notes() -> list:
+    status, body = https(address(BALANCER), "/api/notes")
+    assert status == 200, body
+    return json.loads(body)
+
+
+@contextmanager
+def under_load():
+    """Constant HTTPS load on /health through the balancer while the body runs."""
+    load = Load(address(BALANCER), NAME, str(BALANCER_CA), "/health", rate=LOAD_RATE).start()
+    try:
+        yield load
+    finally:
+        load.summary = load.stop()
+        print(f"\nload: {describe(load.summary)}")
+
+
+def deploy(version: str) -> subprocess.CompletedProcess:
+    return testlib.run_playbook(PLAYBOOKS / "app.yml", {"app_checkout_version": version}, timeout=1200)
+
+
+def result_lines(output: str, host: str) -> list:
+    """Indexes of the output lines that report a task's result on host (also when delegated)."""
+    return [i for i, line in enumerate(output.splitlines())
+            if line.startswith(("ok: [", "changed: [", "skipping: [", "fatal: [", "failed: [")) and f"[{host}" in line]
+
+
+# ------------------------------------------------------------------ the topology
+
+def test_both_web_hosts_serve_the_same_data_from_the_shared_database():
+    v1 = commit_of("v1")
+    for host in (WEB1, WEB2):
+        status, body = on_web_host(host, "/health")
+        assert status == 200, body
+        assert json.loads(body)["version"] == v1
+    status, body = on_web_host(WEB1, "/api/notes", "-X", "POST", "-H", f"X-Api-Token: {API_TOKEN}",
+                               "-H", "Content-Type: application/json",
+                               "--data", json.dumps({"title": "written on web1", "body": "read on web2"}))
+    assert status == 201, body
+    status, body = on_web_host(WEB2, "/api/notes")
+    assert status == 200, body
+    assert "written on web1" in [note["title"] for note in json.loads(body)]
+
+
+def test_only_the_database_host_runs_the_database_and_keeps_the_dumps():
+    assert database_containers(DB), "no running database container on the database host"
+    for host in (WEB1, WEB2):
+        assert database_containers(host) == [], f"{host} runs a database of its own"
+        assert dumps(host) == [], f"{host} has pre-migration dumps"
+    # The first deploy migrated the empty database, after a dump taken on the database host.
+    assert [name for name in dumps(DB) if name.endswith(".dump")], "no pre-migration dump on the database host"
+
+
+def test_the_database_port_answers_the_web_hosts_only():
+    db = address(DB)
+    # Published on the private address; the firewall is what keeps the others out.
+    ports = on(DB, "docker ps --format '{{.Ports}}' --filter label=com.docker.compose.project=example-data").stdout
+    assert f"{db}:5432->5432/tcp" in ports, ports
+    assert connects(WEB1, db, 5432) and connects(WEB2, db, 5432)
+    assert not connects(BALANCER, db, 5432), "the balancer reaches PostgreSQL on the database host"
+
+
+# ------------------------------------------------------------------ rolling deploys
+
+def test_a_rolling_deploy_with_a_migration_has_no_failed_request():
+    v1, v3 = commit_of("v1"), commit_of("v3")
+    before = len(notes())
+    dumps_before = len(dumps(DB))
+    with under_load() as load:
+        run = deploy("v3")
+    assert run.returncode == 0, run.stdout[-4000:]
+    assert load.summary["failed"] == 0, load.summary["failures"]
+    assert load.summary["versions"][0] == v1 and load.summary["versions"][-1] == v3, load.summary["versions"]
+    # One host at a time: every result of web1 comes before the first result of web2.
+    play = run.stdout[run.stdout.index("PLAY [Deploy the app]"):]
+    assert max(result_lines(play, WEB1)) < min(result_lines(play, WEB2)), "the web hosts were not deployed one at a time"
+    for host in (WEB1, WEB2):
+        assert current_commit(host) == v3
+        status, body = on_web_host(host, "/health")
+        assert status == 200 and json.loads(body)["version"] == v3, body
+    # The migration ran once, in the first host's turn, after a dump on the database host.
+    assert (ledger(WEB1)[-1]["migrations"], ledger(WEB2)[-1]["migrations"]) == ("applied", "none pending")
+    assert len(dumps(DB)) == dumps_before + 1
+    assert dumps(WEB1) == [] and dumps(WEB2) == []
+    assert len(notes()) == before
+
+
+def test_a_host_that_fails_its_health_gate_stops_the_rollout():
+    v3 = commit_of("v3")
+    web2_ledger = ledger(WEB2)
+    with under_load() as load:
+        run = deploy("unhealthy")
+    assert run.returncode != 0, run.stdout[-4000:]
+    assert load.summary["failed"] == 0, load.summary["failures"]
+    assert set(load.summary["versions"]) == {v3}, load.summary["versions"]
+    # The first host refused the release and kept serving v3; the second was never touched.
+    assert ledger(WEB1)[-1]["result"] == "failed"
+    assert current_commit(WEB1) == v3 and current_commit(WEB2) == v3
+    play = run.stdout[run.stdout.index("PLAY [Deploy the app]"):]
+    assert result_lines(play, WEB2) == [], "the rollout went on to the second host"
+    assert ledger(WEB2) == web2_ledger
+    for host in (WEB1, WEB2):
+        status, body = on_web_host(host, "/health")
+        assert status == 200 and json.loads(body)["version"] == v3, body
