@@ -535,13 +535,18 @@ def check_hosts(report: Report, conn: dict, inventory: Path) -> list:
     if not web:
         report.add("hosts", "FAIL", f"no server is in group web ({', '.join(conn)})",
                    f"put the app server under all.children.web.hosts in {hosts_file}: site.yml deploys the app there")
+    db = [h for h, c in conn.items() if "db" in (c.get("groups") or [])]
+    if len(db) > 1:
+        report.add("hosts", "FAIL", f"group db has {len(db)} servers ({', '.join(db)}); the shared database runs on one",
+                   f"keep one server under all.children.db.hosts in {hosts_file}: site.yml starts the database "
+                   "on the first one only, and the web hosts use that one")
     for host, c in conn.items():
         if is_documentation_address(c.get("address")):
             report.add("hosts", "FAIL", f"{host}: ansible_host is {c.get('address')}, an example address",
                        f"set ansible_host of {host} in {hosts_file} to your server's address or DNS name")
         else:
             reachable.append(host)
-    if web and len(reachable) == len(conn):
+    if web and len(db) <= 1 and len(reachable) == len(conn):
         report.add("hosts", "PASS", f"{len(conn)} server(s): " + ", ".join(
             f"{h} ({c.get('user') or '?'}@{c.get('address')}:{c.get('port')})" for h, c in conn.items()))
     return reachable

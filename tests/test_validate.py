@@ -245,6 +245,14 @@ def case_invalid_yaml(inv, pw, servers):
     path.write_text(path.read_text() + "app_checkout_env_extra: [unclosed\n")
 
 
+def case_two_database_hosts(inv, pw, servers):
+    write_hosts(inv, servers, servers[SERVER])
+    hosts = yaml.safe_load((inv / "hosts.yml").read_text())
+    vt = hosts["all"]["children"]["web"]["hosts"]["vt"]
+    hosts["all"]["children"]["db"] = {"hosts": {"vt": None, "vt-db2": dict(vt)}}
+    (inv / "hosts.yml").write_text("---\n" + yaml.safe_dump(hosts, sort_keys=False))
+
+
 def case_unsupported_os(inv, pw, servers):
     write_hosts(inv, servers, servers[OLD_OS])
     edit_main(inv, "shipshape_dns_overrides", {DOMAIN: servers[OLD_OS]})
@@ -276,6 +284,8 @@ CASES = [
      r"check app_checkout_repo_url", SERVER),
     (case_invalid_yaml, "yaml", r"group_vars/all/main\.yml, line \d+ column \d+",
      r"fix the YAML syntax of .*main\.yml", SERVER),
+    (case_two_database_hosts, "hosts", r"group db has 2 servers \(vt, vt-db2\); the shared database runs on one",
+     r"keep one server under all\.children\.db\.hosts", SERVER),
     (case_unsupported_os, "os vt", r"vt runs Debian 11.*supported are Debian 12 and 13",
      r"install Debian 13", OLD_OS),
 ]
