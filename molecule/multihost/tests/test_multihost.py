@@ -101,14 +101,16 @@ def notes() -> list:
 
 
 @contextmanager
-def under_load():
-    """Constant HTTPS load on /health through the balancer while the body runs."""
+def under_load(label: str):
+    """Constant HTTPS load on /health through the balancer while the body runs; the summary is
+    also kept in the scenario cache (load-LABEL.txt) for the record."""
     load = Load(address(BALANCER), NAME, str(BALANCER_CA), "/health", rate=LOAD_RATE).start()
     try:
         yield load
     finally:
         load.summary = load.stop()
         print(f"\nload: {describe(load.summary)}")
+        (CACHE / f"load-{label}.txt").write_text(describe(load.summary) + "\n")
 
 
 def deploy(version: str) -> subprocess.CompletedProcess:
@@ -162,7 +164,7 @@ def test_a_rolling_deploy_with_a_migration_has_no_failed_request():
     v1, v3 = commit_of("v1"), commit_of("v3")
     before = len(notes())
     dumps_before = len(dumps(DB))
-    with under_load() as load:
+    with under_load("rolling-deploy") as load:
         run = deploy("v3")
     assert run.returncode == 0, run.stdout[-4000:]
     assert load.summary["failed"] == 0, load.summary["failures"]
@@ -184,7 +186,7 @@ def test_a_rolling_deploy_with_a_migration_has_no_failed_request():
 def test_a_host_that_fails_its_health_gate_stops_the_rollout():
     v3 = commit_of("v3")
     web2_ledger = ledger(WEB2)
-    with under_load() as load:
+    with under_load("refused-release") as load:
         run = deploy("unhealthy")
     assert run.returncode != 0, run.stdout[-4000:]
     assert load.summary["failed"] == 0, load.summary["failures"]
