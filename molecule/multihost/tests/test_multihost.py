@@ -158,6 +158,25 @@ def test_the_database_port_answers_the_web_hosts_only():
     assert not connects(BALANCER, db, 5432), "the balancer reaches PostgreSQL on the database host"
 
 
+def test_the_backups_run_on_the_database_host():
+    for host in (WEB1, WEB2):
+        assert on(host, "systemctl cat shipshape-backup.timer").returncode != 0, f"{host} has the backup timer"
+    assert on(DB, "systemctl is-enabled shipshape-backup.timer").stdout.strip() == "enabled"
+    backup = on(DB, "systemctl start shipshape-backup.service && cat /var/backups/example/status.json")
+    assert backup.returncode == 0, backup.stdout + backup.stderr
+    assert json.loads(backup.stdout)["last_success"]
+
+
+def test_restore_refuses_a_shared_database_host_and_changes_nothing():
+    db_container = database_containers(DB)
+    rows = notes()
+    run = testlib.run_playbook(PLAYBOOKS / "restore.yml", {"confirm_restore": "example"}, timeout=300)
+    assert run.returncode != 0
+    assert "The database runs on the shared database host multi-db" in run.stdout, run.stdout[-3000:]
+    assert "Nothing was changed" in run.stdout
+    assert database_containers(DB) == db_container and notes() == rows
+
+
 # ------------------------------------------------------------------ rolling deploys
 
 def test_a_rolling_deploy_with_a_migration_has_no_failed_request():
@@ -200,3 +219,31 @@ def test_a_host_that_fails_its_health_gate_stops_the_rollout():
     for host in (WEB1, WEB2):
         status, body = on_web_host(host, "/health")
         assert status == 200 and json.loads(body)["version"] == v3, body
+
+
+def test_a_rollback_reads_the_schema_on_the_database_host_and_rolls_host_by_host():
+    v1, v3 = commit_of("v1"), commit_of("v3")
+    # v1 (the release before v3 on both hosts) does not know v3's migration, which the
+    # database host has applied: refused on the first host (its ledger records the refusal),
+    # nothing changes anywhere.
+    web2_ledger = ledger(WEB2)
+    refused = testlib.run_playbook(PLAYBOOKS / "rollback.yml", timeout=600)
+    assert refused.returncode != 0
+    assert "does not know 1 migration(s) the database has applied: notes.0002_note_pinned" in refused.stdout
+    assert current_commit(WEB1) == v3 and current_commit(WEB2) == v3
+    play = refused.stdout[refused.stdout.index("PLAY [Roll the app back]"):]
+    assert result_lines(play, WEB2) == [], "the refused rollback went on to the second host"
+    last = ledger(WEB1)[-1]
+    assert (last["kind"], last["result"]) == ("rollback", "failed") and "notes.0002_note_pinned" in last["failure"], last
+    assert ledger(WEB2) == web2_ledger
+    # Forced (the new column is additive, v1 ignores it): one host after the other, under load.
+    with under_load("rollback") as load:
+        forced = testlib.run_playbook(PLAYBOOKS / "rollback.yml", {"app_release_rollback_force": True}, timeout=900)
+    assert forced.returncode == 0, forced.stdout[-4000:]
+    assert load.summary["failed"] == 0, load.summary["failures"]
+    assert load.summary["versions"][0] == v3 and load.summary["versions"][-1] == v1, load.summary["versions"]
+    play = forced.stdout[forced.stdout.index("PLAY [Roll the app back]"):]
+    assert max(result_lines(play, WEB1)) < min(result_lines(play, WEB2)), "the web hosts were not rolled back one at a time"
+    for host in (WEB1, WEB2):
+        assert current_commit(host) == v1
+        assert (ledger(host)[-1]["kind"], ledger(host)[-1]["result"]) == ("rollback", "success")
