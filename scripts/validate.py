@@ -552,6 +552,32 @@ def check_hosts(report: Report, conn: dict, inventory: Path) -> list:
     return reachable
 
 
+def check_database_host(report: Report, hostvars: dict, conn: dict, inventory: Path) -> None:
+    """With a shared database host (group db), the web hosts outside it must connect to it."""
+    db = [h for h, c in conn.items() if "db" in (c.get("groups") or [])]
+    web = [h for h, c in conn.items() if "web" in (c.get("groups") or []) and h not in db]
+    if len(db) != 1 or not web:
+        return
+    wrong = []
+    for host in web:
+        values = hostvars.get(host, ({}, {}))[0]
+        env = values.get("app_checkout_env") or {}
+        if "DATABASE_URL" in env or "DATABASE_URL" in (values.get("app_checkout_env_secrets") or {}):
+            continue
+        target = str(env.get("POSTGRES_HOST") or "").strip()
+        local = {"", "localhost", "127.0.0.1", "::1", str(values.get("app_migrations_db_service") or "db")}
+        if target in local:
+            wrong.append(f"{host}: {target or 'unset'}")
+    if wrong:
+        report.add("database", "FAIL",
+                   f"the database runs on {db[0]} (group db), but the web hosts look for it on themselves "
+                   f"(app_checkout_env.POSTGRES_HOST of {'; '.join(wrong)})",
+                   f"set app_checkout_env.POSTGRES_HOST for the web hosts (e.g. in {rel(inventory)}/group_vars/web/main.yml) "
+                   f"to the private address of {db[0]}; README, \"Several web hosts\"")
+    else:
+        report.add("database", "PASS", f"the web hosts ({', '.join(web)}) connect to the database host {db[0]}")
+
+
 # --------------------------------------------------------------------------- SSH, OS, resources
 
 def os_release(result: dict) -> dict:
@@ -1141,6 +1167,7 @@ def validate(args) -> Report:
             check_variables(report, hostvars, inventory, prepare_cmd,
                             {v for v in (vault_data or {}).values() if isinstance(v, str)})
             ssh_hosts = check_hosts(report, conn, inventory)
+            check_database_host(report, hostvars, conn, inventory)
             facts_of = {}
             for host in conn:
                 if host in ssh_hosts:

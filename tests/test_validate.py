@@ -253,6 +253,16 @@ def case_two_database_hosts(inv, pw, servers):
     (inv / "hosts.yml").write_text("---\n" + yaml.safe_dump(hosts, sort_keys=False))
 
 
+def case_web_host_without_the_database_host(inv, pw, servers):
+    # The server is a web host; a database host is added, but POSTGRES_HOST still names the
+    # database service on the web host itself.
+    write_hosts(inv, servers, servers[SERVER])
+    hosts = yaml.safe_load((inv / "hosts.yml").read_text())
+    db = dict(hosts["all"]["children"]["web"]["hosts"]["vt"])
+    hosts["all"]["children"]["db"] = {"hosts": {"vt-db": db}}
+    (inv / "hosts.yml").write_text("---\n" + yaml.safe_dump(hosts, sort_keys=False))
+
+
 def case_unsupported_os(inv, pw, servers):
     write_hosts(inv, servers, servers[OLD_OS])
     edit_main(inv, "shipshape_dns_overrides", {DOMAIN: servers[OLD_OS]})
@@ -286,6 +296,10 @@ CASES = [
      r"fix the YAML syntax of .*main\.yml", SERVER),
     (case_two_database_hosts, "hosts", r"group db has 2 servers \(vt, vt-db2\); the shared database runs on one",
      r"keep one server under all\.children\.db\.hosts", SERVER),
+    (case_web_host_without_the_database_host, "database",
+     r"the database runs on vt-db \(group db\), but the web hosts look for it on themselves "
+     r"\(app_checkout_env\.POSTGRES_HOST of vt: db\)",
+     r"set app_checkout_env\.POSTGRES_HOST for the web hosts .* to the private address of vt-db", SERVER),
     (case_unsupported_os, "os vt", r"vt runs Debian 11.*supported are Debian 12 and 13",
      r"install Debian 13", OLD_OS),
 ]
