@@ -127,14 +127,33 @@ def result_lines(output: str, host: str) -> list:
             if line.startswith(("ok: [", "changed: [", "skipping: [", "fatal: [", "failed: [")) and f"[{host}" in line]
 
 
+def played(run: subprocess.CompletedProcess, play: str) -> str:
+    """The output of a playbook run from the play named `play` on."""
+    return run.stdout[run.stdout.index(f"PLAY [{play}]"):]
+
+
+def assert_host_by_host(output: str) -> None:
+    """Every result of the first web host comes before the first result of the second."""
+    assert max(result_lines(output, WEB1)) < min(result_lines(output, WEB2)), "the web hosts were not done one at a time"
+
+
+def assert_no_failed_request(load, first: str, last: str) -> None:
+    assert load.summary["failed"] == 0, load.summary["failures"]
+    seen = load.summary["versions"]
+    assert seen[0] == first and seen[-1] == last, seen
+
+
+def assert_serves(version: str) -> None:
+    """Each web host answers /health with the version (straight, past the balancer)."""
+    for host in (WEB1, WEB2):
+        status, body = on_web_host(host, "/health")
+        assert status == 200 and json.loads(body)["version"] == version, f"{host}: {body}"
+
+
 # ------------------------------------------------------------------ the topology
 
 def test_both_web_hosts_serve_the_same_data_from_the_shared_database():
-    v1 = commit_of("v1")
-    for host in (WEB1, WEB2):
-        status, body = on_web_host(host, "/health")
-        assert status == 200, body
-        assert json.loads(body)["version"] == v1
+    assert_serves(commit_of("v1"))
     status, body = on_web_host(WEB1, "/api/notes", "-X", "POST", "-H", f"X-Api-Token: {API_TOKEN}",
                                "-H", "Content-Type: application/json",
                                "--data", json.dumps({"title": "written on web1", "body": "read on web2"}))
@@ -190,15 +209,10 @@ def test_a_rolling_deploy_with_a_migration_has_no_failed_request():
     with under_load("rolling-deploy") as load:
         run = deploy("v3")
     assert run.returncode == 0, run.stdout[-4000:]
-    assert load.summary["failed"] == 0, load.summary["failures"]
-    assert load.summary["versions"][0] == v1 and load.summary["versions"][-1] == v3, load.summary["versions"]
-    # One host at a time: every result of web1 comes before the first result of web2.
-    play = run.stdout[run.stdout.index("PLAY [Deploy the app]"):]
-    assert max(result_lines(play, WEB1)) < min(result_lines(play, WEB2)), "the web hosts were not deployed one at a time"
-    for host in (WEB1, WEB2):
-        assert current_commit(host) == v3
-        status, body = on_web_host(host, "/health")
-        assert status == 200 and json.loads(body)["version"] == v3, body
+    assert_no_failed_request(load, v1, v3)
+    assert_host_by_host(played(run, "Deploy the app"))
+    assert current_commit(WEB1) == v3 and current_commit(WEB2) == v3
+    assert_serves(v3)
     # The migration ran once, in the first host's turn, after a dump on the database host.
     assert (ledger(WEB1)[-1]["migrations"], ledger(WEB2)[-1]["migrations"]) == ("applied", "none pending")
     assert len(dumps(DB)) == dumps_before + 1
@@ -212,17 +226,14 @@ def test_a_host_that_fails_its_health_gate_stops_the_rollout():
     with under_load("refused-release") as load:
         run = deploy("unhealthy")
     assert run.returncode != 0, run.stdout[-4000:]
-    assert load.summary["failed"] == 0, load.summary["failures"]
+    assert_no_failed_request(load, v3, v3)
     assert set(load.summary["versions"]) == {v3}, load.summary["versions"]
     # The first host refused the release and kept serving v3; the second was never touched.
     assert ledger(WEB1)[-1]["result"] == "failed"
     assert current_commit(WEB1) == v3 and current_commit(WEB2) == v3
-    play = run.stdout[run.stdout.index("PLAY [Deploy the app]"):]
-    assert result_lines(play, WEB2) == [], "the rollout went on to the second host"
+    assert result_lines(played(run, "Deploy the app"), WEB2) == [], "the rollout went on to the second host"
     assert ledger(WEB2) == web2_ledger
-    for host in (WEB1, WEB2):
-        status, body = on_web_host(host, "/health")
-        assert status == 200 and json.loads(body)["version"] == v3, body
+    assert_serves(v3)
 
 
 def test_a_rollback_reads_the_schema_on_the_database_host_and_rolls_host_by_host():
@@ -235,8 +246,7 @@ def test_a_rollback_reads_the_schema_on_the_database_host_and_rolls_host_by_host
     assert refused.returncode != 0
     assert "does not know 1 migration(s) the database has applied: notes.0002_note_pinned" in refused.stdout
     assert current_commit(WEB1) == v3 and current_commit(WEB2) == v3
-    play = refused.stdout[refused.stdout.index("PLAY [Roll the app back]"):]
-    assert result_lines(play, WEB2) == [], "the refused rollback went on to the second host"
+    assert result_lines(played(refused, "Roll the app back"), WEB2) == [], "the refused rollback went on to the second host"
     last = ledger(WEB1)[-1]
     assert (last["kind"], last["result"]) == ("rollback", "failed") and "notes.0002_note_pinned" in last["failure"], last
     assert ledger(WEB2) == web2_ledger
@@ -244,10 +254,8 @@ def test_a_rollback_reads_the_schema_on_the_database_host_and_rolls_host_by_host
     with under_load("rollback") as load:
         forced = testlib.run_playbook(PLAYBOOKS / "rollback.yml", {"app_release_rollback_force": True}, timeout=900)
     assert forced.returncode == 0, forced.stdout[-4000:]
-    assert load.summary["failed"] == 0, load.summary["failures"]
-    assert load.summary["versions"][0] == v3 and load.summary["versions"][-1] == v1, load.summary["versions"]
-    play = forced.stdout[forced.stdout.index("PLAY [Roll the app back]"):]
-    assert max(result_lines(play, WEB1)) < min(result_lines(play, WEB2)), "the web hosts were not rolled back one at a time"
+    assert_no_failed_request(load, v3, v1)
+    assert_host_by_host(played(forced, "Roll the app back"))
     for host in (WEB1, WEB2):
         assert current_commit(host) == v1
         assert (ledger(host)[-1]["kind"], ledger(host)[-1]["result"]) == ("rollback", "success")
