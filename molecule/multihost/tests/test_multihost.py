@@ -4,16 +4,20 @@ Visitors reach the site through the balancer (multi-lb: nginx, round robin, a fa
 not retried on the other host), over HTTPS with the balancer's certificate as the only trusted
 CA. The probes of the database port run from other containers on the scenario network. The
 tests run in file order and build on each other: converge deployed v1; a rolling deploy of v3
-(a release with a migration) under constant load; then a release that fails its health gate
-on the first host, which must stop the rollout there.
+(a release with a migration) under constant load; a release that fails its health gate on the
+first host, which must stop the rollout there; a rollback refused by the database's schema,
+then forced, host by host under load. These are also the suite's proofs of the zero-downtime
+release path on each host (second slot, health gate, handover, no rebuild on rollback).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -69,15 +73,32 @@ def commit_of(tag: str) -> str:
 
 
 def current_commit(host: str) -> str:
-    out = on(host, f"cat {APP_ROOT}/current/release.json")
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)["commit"]
+    return current_release(host)["commit"]
 
 
 def ledger(host: str) -> list:
     out = on(host, f"cat {APP_ROOT}/releases.jsonl")
     assert out.returncode == 0, out.stderr
     return [json.loads(line) for line in out.stdout.splitlines() if line]
+
+
+def current_release(host: str) -> dict:
+    out = on(host, f"cat {APP_ROOT}/current/release.json")
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def releases(host: str) -> list:
+    return on(host, f"ls {APP_ROOT}/releases").stdout.split()
+
+
+def assert_at_rest(host: str) -> None:
+    """After a deploy or rollback: nginx points at the app project (8000), the second slot
+    (Compose project example-next) is gone and no deploy lock is left."""
+    text = on(host, "cat /etc/nginx/conf.d/shipshape-upstream.conf").stdout
+    assert re.search(r"server 127\.0\.0\.1:8000;", text), f"{host}: {text}"
+    assert on(host, "docker ps -aq --filter label=com.docker.compose.project=example-next").stdout.strip() == "", host
+    assert on(host, f"test -e {APP_ROOT}/deploy.lock").returncode != 0, f"{host}: a deploy lock was left"
 
 
 def dumps(host: str) -> list:
@@ -211,7 +232,14 @@ def test_a_rolling_deploy_with_a_migration_has_no_failed_request():
     assert run.returncode == 0, run.stdout[-4000:]
     assert_no_failed_request(load, v1, v3)
     assert_host_by_host(played(run, "Deploy the app"))
-    assert current_commit(WEB1) == v3 and current_commit(WEB2) == v3
+    # On each host v3 started beside v1 on the second port and took the traffic once healthy.
+    assert played(run, "Deploy the app").count("TASK [app_release : Start the new release on the second port]") == 2
+    for host in (WEB1, WEB2):
+        release, last = current_release(host), ledger(host)[-1]
+        assert release["commit"] == v3 and release["image"].endswith(f":{v3}"), release
+        assert (last["kind"], last["result"], last["commit"], last["release"]) == ("deploy", "success", v3, release["id"])
+        assert last["deployed_by"] and last["image_id"].startswith("sha256:"), last
+        assert_at_rest(host)
     assert_serves(v3)
     # The migration ran once, in the first host's turn, after a dump on the database host.
     assert (ledger(WEB1)[-1]["migrations"], ledger(WEB2)[-1]["migrations"]) == ("applied", "none pending")
@@ -221,15 +249,21 @@ def test_a_rolling_deploy_with_a_migration_has_no_failed_request():
 
 
 def test_a_host_that_fails_its_health_gate_stops_the_rollout():
-    v3 = commit_of("v3")
+    v3, bad = commit_of("v3"), commit_of("unhealthy")
     web2_ledger = ledger(WEB2)
+    web1_releases = releases(WEB1)
     with under_load("refused-release") as load:
         run = deploy("unhealthy")
     assert run.returncode != 0, run.stdout[-4000:]
+    assert "failed its health gate" in run.stdout and "Traffic stays on the old release" in run.stdout
     assert_no_failed_request(load, v3, v3)
     assert set(load.summary["versions"]) == {v3}, load.summary["versions"]
-    # The first host refused the release and kept serving v3; the second was never touched.
-    assert ledger(WEB1)[-1]["result"] == "failed"
+    # The first host refused the release and kept serving v3: the release's containers and
+    # directory are gone. The second host was never touched.
+    last = ledger(WEB1)[-1]
+    assert (last["result"], last["commit"]) == ("failed", bad) and "health gate" in last["failure"], last
+    assert releases(WEB1) == web1_releases
+    assert_at_rest(WEB1)
     assert current_commit(WEB1) == v3 and current_commit(WEB2) == v3
     assert result_lines(played(run, "Deploy the app"), WEB2) == [], "the rollout went on to the second host"
     assert ledger(WEB2) == web2_ledger
@@ -250,12 +284,32 @@ def test_a_rollback_reads_the_schema_on_the_database_host_and_rolls_host_by_host
     last = ledger(WEB1)[-1]
     assert (last["kind"], last["result"]) == ("rollback", "failed") and "notes.0002_note_pinned" in last["failure"], last
     assert ledger(WEB2) == web2_ledger
-    # Forced (the new column is additive, v1 ignores it): one host after the other, under load.
+    # Forced (the new column is additive, v1 ignores it): one host after the other, under load,
+    # without a rebuild. Each host sends the traffic to v1's release directory first; its
+    # checkout and app project follow.
+    before = {host: current_release(host)["id"] for host in (WEB1, WEB2)}
     with under_load("rollback") as load:
+        start = time.monotonic()
         forced = testlib.run_playbook(PLAYBOOKS / "rollback.yml", {"app_release_rollback_force": True}, timeout=900)
+        took = time.monotonic() - start
     assert forced.returncode == 0, forced.stdout[-4000:]
     assert_no_failed_request(load, v3, v1)
-    assert_host_by_host(played(forced, "Roll the app back"))
+    out = played(forced, "Roll the app back")
+    assert_host_by_host(out)
+    switched = load.summary["first_seen"][v1]
+    print(f"rollback.yml took {took:.1f} s; the first host answered with v1 after {switched:.1f} s")
+    assert switched < took / 2, (switched, took)
+    turns = out.split("PLAY [Roll the app back]")[1:]
+    assert len(turns) == 2, "expected one batch per web host"
+    for turn in turns:
+        assert turn.index("TASK [app_release : Send new requests to the new release]") < turn.index("TASK [app_checkout")
+        builds = turn.split("TASK [app_compose : Build the app image for this version]")[1:]
+        assert builds, "no image build step"
+        for build in builds:
+            result = build.split("TASK [", 1)[0]
+            assert "ok: [" in result and "changed" not in result, result
     for host in (WEB1, WEB2):
-        assert current_commit(host) == v1
-        assert (ledger(host)[-1]["kind"], ledger(host)[-1]["result"]) == ("rollback", "success")
+        release, last = current_release(host), ledger(host)[-1]
+        assert release["commit"] == v1 and release["id"] < before[host]
+        assert (last["kind"], last["result"], last["commit"], last["migrations"]) == ("rollback", "success", v1, "not run")
+        assert_at_rest(host)
