@@ -45,9 +45,9 @@ MOLECULE_JOBS ?= 2
 molecule: venv images ## Every Molecule scenario (or SCENARIOS="a b")
 	python scripts/run_scenarios.py --jobs $(MOLECULE_JOBS) $(SCENARIOS)
 
-# `make test` runs pytest as one more job beside the scenarios (same logs, same report).
-test: lint images ## Everything CI runs: lint, then pytest and every scenario, MOLECULE_JOBS at a time
-	python scripts/run_scenarios.py --jobs $(MOLECULE_JOBS) --pytest $(SCENARIOS)
+# `make test` runs lint and pytest as two more jobs beside the scenarios (same logs, same report).
+test: venv images ## Everything CI runs: lint, pytest and every scenario, MOLECULE_JOBS at a time
+	python scripts/run_scenarios.py --jobs $(MOLECULE_JOBS) --lint --pytest $(SCENARIOS)
 
 demo: venv images ## Deploy the example app onto a local server container
 	$(BIN)/python scripts/demo.py up

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Run Molecule scenarios (`molecule test -s NAME`), several at a time, and report.
 
-With --pytest the pytest suite (tests/) is one more job in the same pool: the machine's
-cores stay busy while one job waits on a container, and `make test` ends sooner than with
-pytest first and the scenarios after.
+With --pytest the pytest suite (tests/) is one more job in the same pool, and with --lint
+so are yamllint and ansible-lint: the machine's cores stay busy while one job waits on a
+container, and `make test` ends sooner than with lint and pytest first and the scenarios after.
 
 Each scenario's whole output goes to .cache/molecule/NAME.log. When a scenario has
 secrets.yml files (its stand-in for the vault, under molecule/NAME/ or generated into
@@ -12,7 +12,7 @@ secrets.yml files (its stand-in for the vault, under molecule/NAME/ or generated
 
   run_scenarios.py                 every scenario, two at a time
   run_scenarios.py --jobs 1 app    one scenario
-  run_scenarios.py --pytest        pytest and every scenario (what `make test` runs)
+  run_scenarios.py --lint --pytest lint, pytest and every scenario (what `make test` runs)
 """
 
 from __future__ import annotations
@@ -34,8 +34,9 @@ LOGS = REPO / ".cache" / "molecule"
 ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
        "PYTHONUNBUFFERED": "1"}
 # Longest first (as measured on a 2-core machine), so the slowest jobs do not start last.
-ORDER = ["site", "hardening", "multihost", "backups", "pytest", "app", "tls", "docker", "ufw", "default"]
+ORDER = ["site", "multihost", "hardening", "pytest", "app", "backups", "tls", "ufw", "docker", "lint", "default"]
 PYTEST = "pytest"
+LINT = "lint"
 
 
 def scenarios() -> list:
@@ -70,9 +71,19 @@ def run_pytest() -> tuple:
     return PYTEST, 0 if rc == 5 else rc, time.monotonic() - start, note
 
 
+def run_lint() -> tuple:
+    """yamllint, then ansible-lint with the production profile (as `make lint`)."""
+    start = time.monotonic()
+    rc = run_logged(["sh", "-c", "yamllint --strict . && ansible-lint --profile production"],
+                    LOGS / f"{LINT}.log", start)
+    return LINT, rc, time.monotonic() - start, ""
+
+
 def run_one(name: str) -> tuple:
     if name == PYTEST:
         return run_pytest()
+    if name == LINT:
+        return run_lint()
     log = LOGS / f"{name}.log"
     runs_log = LOGS / f"{name}.runs.log"
     runs_log.unlink(missing_ok=True)
@@ -123,14 +134,17 @@ def main(argv=None) -> int:
     parser.add_argument("--jobs", type=int, default=2, help="jobs at a time (default 2)")
     parser.add_argument("--pytest", action="store_true",
                         help="run the pytest suite (tests/) as one more job in the pool")
+    parser.add_argument("--lint", action="store_true",
+                        help="run yamllint and ansible-lint as one more job in the pool")
     args = parser.parse_args(argv)
     names = args.names or scenarios()
     unknown = [n for n in names if not (REPO / "molecule" / n / "molecule.yml").exists()]
     if unknown:
         print(f"no such scenario: {', '.join(unknown)}", file=sys.stderr)
         return 2
-    if args.pytest:
-        names = sorted([PYTEST, *names], key=lambda s: ORDER.index(s) if s in ORDER else len(ORDER))
+    extra = [job for job, wanted in ((PYTEST, args.pytest), (LINT, args.lint)) if wanted]
+    if extra:
+        names = sorted([*extra, *names], key=lambda s: ORDER.index(s) if s in ORDER else len(ORDER))
     LOGS.mkdir(parents=True, exist_ok=True)
     print(f"{len(names)} jobs, {args.jobs} at a time: {' '.join(names)}", flush=True)
     results = []
