@@ -4,11 +4,16 @@
 - every public variable carries the role's prefix and has a one-line comment above it;
 - argument_specs lists exactly the defaults, with the same default values;
 - the README's variable table is the one generated from argument_specs;
-- every task and handler has a capitalised name and uses a fully qualified module name.
+- every task and handler has a capitalised name and uses a fully qualified module name;
+- no task destroys Docker volumes: a docker_compose_v2 task that takes a project down keeps
+  its volumes and never targets the stateful (data) project, and no command runs
+  `down -v` or `--volumes` (the database lives in a volume);
+- no secret reaches a Docker command line (`--env NAME=VALUE` and arguments show in `ps`).
 """
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -96,3 +101,171 @@ def test_tasks_and_handlers_are_named_and_fully_qualified(role):
             modules = [k for k in task if k not in TASK_KEYWORDS]
             for module in modules:
                 assert "." in module, f"{where}: '{name}' uses {module} without its FQCN"
+
+
+# ------------------------------------------------------------------ volumes hold the data
+
+COMPOSE_MODULES = {"community.docker.docker_compose_v2", "docker_compose_v2"}
+COMMAND_MODULES = {prefix + module for prefix in ("", "ansible.builtin.", "ansible.legacy.")
+                   for module in ("shell", "command", "raw", "script")}
+# The stateful project by variable (app_compose_stateful_project, *_db_project) or by name
+# (APP-data), or by its compose file (compose.db*.yaml, app_compose_stateful_files).
+STATEFUL = re.compile(r"stateful|db_project|-data\b|compose\.db")
+# `down` with -v (alone or among short flags) or --volumes, up to the end of that command.
+DESTROYS_VOLUMES = re.compile(r"\bdown\b[^;&|\n]*\s-[A-Za-z]*v\b|--volumes(?![-\w])")
+
+
+def _module_calls(node):
+    """(module, arguments, task) of every call of a compose or command module in a parsed
+    task file or playbook, inside blocks and plays too."""
+    if isinstance(node, list):
+        for item in node:
+            yield from _module_calls(item)
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            if key in COMPOSE_MODULES | COMMAND_MODULES:
+                args = dict(node.get("args") or {})
+                args.update(value if isinstance(value, dict) else {"cmd": value})
+                yield key, args, node
+            elif isinstance(value, (list, dict)):
+                yield from _module_calls(value)
+
+
+def volume_hazards(doc, where) -> list[str]:
+    """What in a parsed task file or playbook could remove the app's volumes."""
+    found = []
+    for module, args, task in _module_calls(doc):
+        name = task.get("name", "?")
+        if module in COMPOSE_MODULES:
+            if "remove_volumes" in args and args["remove_volumes"] is not False:
+                found.append(f"{where}: '{name}' sets remove_volumes: {args['remove_volumes']!r} (must be false)")
+            if "absent" in str(args.get("state", "")):
+                target = f"{args.get('project_name', '')} {args.get('files', '')}"
+                if STATEFUL.search(target):
+                    found.append(f"{where}: '{name}' takes the stateful project down ({target.strip()})")
+        else:
+            argv = args.get("argv")
+            command = " ".join(map(str, argv)) if isinstance(argv, list) else str(args.get("cmd", ""))
+            if DESTROYS_VOLUMES.search(command):
+                found.append(f"{where}: '{name}' runs a command that removes volumes: {command}")
+    return found
+
+
+def test_no_task_removes_volumes():
+    files = [*(REPO / "roles").glob("*/tasks/**/*.yml"), *(REPO / "roles").glob("*/handlers/**/*.yml"),
+             *(REPO / "playbooks").glob("*.yml"), REPO / "site.yml"]
+    found = [hazard for path in files for hazard in volume_hazards(load(path), path.relative_to(REPO))]
+    # Scripts and units a role installs run on the server too.
+    for path in [*(REPO / "roles").glob("*/templates/**/*"), *(REPO / "roles").glob("*/files/**/*")]:
+        if path.is_file() and DESTROYS_VOLUMES.search(path.read_text(errors="replace")):
+            found.append(f"{path.relative_to(REPO)} runs a command that removes volumes")
+    assert not found, "\n".join(found)
+
+
+PLANTED = """
+- name: Stop the second slot, volumes and all
+  community.docker.docker_compose_v2:
+    project_name: "{{ app_release_next_project }}"
+    state: absent
+    remove_volumes: true
+- name: Stop the database
+  community.docker.docker_compose_v2:
+    project_name: "{{ app_compose_stateful_project }}"
+    state: absent
+- name: Stop the data project
+  community.docker.docker_compose_v2:
+    project_name: example-data
+    state: "{{ 'absent' if wipe else 'present' }}"
+    remove_volumes: false
+- name: Remove whatever the flag says
+  community.docker.docker_compose_v2:
+    project_name: example-next
+    state: absent
+    remove_volumes: "{{ wipe }}"
+- name: Wipe in a block
+  block:
+    - name: Down with volumes
+      ansible.builtin.shell: docker compose -p example down -v --remove-orphans
+    - name: Down with long volumes
+      ansible.builtin.command:
+        argv: [docker, compose, down, --volumes]
+  rescue:
+    - name: Down with combined flags
+      ansible.builtin.command:
+        cmd: docker compose down -tv 5
+- name: Prune everything
+  ansible.builtin.shell:
+    cmd: docker system prune --all --force --volumes
+"""
+
+HARMLESS = """
+- name: Stop the second slot
+  community.docker.docker_compose_v2:
+    project_name: "{{ app_release_next_project }}"
+    state: absent
+    remove_volumes: false
+- name: Stop the app
+  community.docker.docker_compose_v2:
+    project_name: example
+    state: absent
+- name: Start the database
+  community.docker.docker_compose_v2:
+    project_name: "{{ app_compose_stateful_project }}"
+    state: present
+- name: Stop the app and run a container with a volume
+  ansible.builtin.shell: docker compose down --remove-orphans && docker run -v data:/data --volumes-from db debian true
+"""
+
+
+def test_the_volume_guard_catches_planted_hazards():
+    found = volume_hazards(yaml.safe_load(PLANTED), "planted.yml")
+    assert len(found) == 8, "\n".join(found)
+    for name in ("Stop the second slot, volumes and all", "Stop the database", "Stop the data project",
+                 "Remove whatever the flag says", "Down with volumes", "Down with long volumes",
+                 "Down with combined flags", "Prune everything"):
+        assert any(f"'{name}'" in hazard for hazard in found), name
+    assert volume_hazards(yaml.safe_load(HARMLESS), "harmless.yml") == []
+
+
+# ------------------------------------------------------------------ secrets stay off command lines
+
+# Modules whose `env` and `argv`/`command` become arguments of a docker process on the server.
+EXEC_MODULES = {"community.docker.docker_compose_v2_exec", "community.docker.docker_compose_v2_run",
+                "community.docker.docker_container_exec"}
+SECRET_VARIABLE = re.compile(r"password|secret|token|deploy_key|^vault_", re.IGNORECASE)
+
+
+def _variables(template: str) -> set[str]:
+    """The variables a template reads (not attributes, not quoted strings)."""
+    names = set()
+    for expression in re.findall(r"{{(.*?)}}", template, re.DOTALL):
+        expression = re.sub(r"'[^']*'|\"[^\"]*\"", "", expression)
+        names.update(re.findall(r"(?<![.\w])[A-Za-z_]\w*", expression))
+    return names
+
+
+def secrets_on_command_lines(doc, where) -> list[str]:
+    found = []
+    for task, _ in _tasks(doc, where):
+        for module in EXEC_MODULES & set(task):
+            args = task[module] if isinstance(task[module], dict) else {}
+            for key in ("env", "argv", "command"):
+                secrets = sorted(n for n in _variables(str(args.get(key, ""))) if SECRET_VARIABLE.search(n))
+                if secrets:
+                    found.append(f"{where}: '{task.get('name', '?')}' gives {', '.join(secrets)} in {key} "
+                                 "(a command line shows in ps; use stdin)")
+    return found
+
+
+def test_no_secret_reaches_a_docker_command_line():
+    files = [*(REPO / "roles").glob("*/tasks/**/*.yml"), *(REPO / "roles").glob("*/handlers/**/*.yml")]
+    found = [hazard for path in files for hazard in secrets_on_command_lines(load(path), path.relative_to(REPO))]
+    assert not found, "\n".join(found)
+    planted = yaml.safe_load("""
+- name: Create the admin user
+  community.docker.docker_compose_v2_exec:
+    service: web
+    argv: [python3, manage.py, ensure_superuser]
+    env: "{{ {'DJANGO_SUPERUSER_PASSWORD': app_superuser_password} }}"
+""")
+    assert len(secrets_on_command_lines(planted, "planted.yml")) == 1

@@ -11,6 +11,8 @@ Tags, in commit order:
 and on a branch from v2 (the release tests of the site scenario):
   unhealthy  v2 whose /health answers 503: a release that fails its health gate
   v3         v2 and a new migration (a column added): a schema older releases do not know
+and on a branch from v2 (the masking test of the app scenario):
+  leaky-migration  v2 and a migration that fails with the app's secrets in its error message
 """
 
 from __future__ import annotations
@@ -31,6 +33,28 @@ class Migration(migrations.Migration):
     dependencies = [("notes", "{previous}")]
     operations = [
         migrations.RunSQL("ALTER TABLE table_that_does_not_exist ADD COLUMN x integer"),
+    ]
+'''
+
+
+# Fails like a migration that reports its connection settings: the values of the app's
+# secrets in the environment end up in the error message, which the deploy must mask.
+LEAKY_MIGRATION = '''import os
+
+from django.db import migrations
+
+SECRETS = ("SECRET_KEY", "POSTGRES_PASSWORD", "DJANGO_SUPERUSER_PASSWORD", "API_TOKEN", "DATABASE_URL")
+
+
+def fail(apps, schema_editor):
+    settings = " ".join("%s=%s" % (name, os.environ[name]) for name in SECRETS if os.environ.get(name))
+    raise RuntimeError("leaky migration cannot go on with " + settings)
+
+
+class Migration(migrations.Migration):
+    dependencies = [("notes", "{previous}")]
+    operations = [
+        migrations.RunPython(fail, migrations.RunPython.noop),
     ]
 '''
 
@@ -99,6 +123,13 @@ def main() -> int:
             field, field + "    pinned = models.BooleanField(default=False)\n"))
         (work / "notes/migrations/0002_note_pinned.py").write_text(PINNED_MIGRATION)
         commit(work, "Notes can be pinned (a new column)", "v3")
+
+        git(work, "checkout", "-q", "-b", "leaky", "v2")
+        migrations = sorted(p.stem for p in (work / "notes/migrations").glob("0*.py"))
+        (work / "notes/migrations/0999_leaky.py").write_text(
+            LEAKY_MIGRATION.replace("{previous}", migrations[-1]))
+        commit(work, "A migration that fails with the secrets in its message", "leaky-migration")
+        git(work, "checkout", "-q", "releases")
 
         if bare.exists():
             shutil.rmtree(bare)

@@ -1,7 +1,8 @@
 """The app roles deploy the example app for real and keep it serving through bad deploys.
 
 Runs after converge and idempotence. The tests build on each other in file order:
-deploy v1 -> rows -> redeploy v2 -> a deploy with a missing env key -> a broken migration.
+deploy v1 -> rows -> redeploy v2 -> refused deploys (a missing env key, placeholder secrets,
+a wrong pinned host key) -> a broken migration whose error message holds the secrets.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -76,6 +79,12 @@ def notes_digest(rows: list) -> str:
 def api_headers() -> str:
     token = ENV_SECRETS.get("API_TOKEN")
     return f"-H 'X-Api-Token: {token}'" if token else ""
+
+
+def flat(output: str) -> str:
+    """A playbook's output with every run of whitespace made one space: the YAML results
+    wrap long messages over lines."""
+    return " ".join(output.split())
 
 
 def state(host) -> dict:
@@ -174,13 +183,48 @@ def test_a_missing_env_key_fails_before_anything_changes(host):
     assert health(host)["version"] == commit_of(host, "v2")
 
 
-def test_a_broken_migration_stops_the_deploy_and_the_old_version_keeps_serving(host):
+def test_placeholder_secrets_are_refused_before_anything_changes(host):
+    before = state(host)
+    placeholders = {"SECRET_KEY": "CHANGE_ME", "POSTGRES_PASSWORD": "changeme", "API_TOKEN": ""}
+    # A stand-in for the one good secret: extra vars are on the run's command line, so in its log.
+    secrets = {**placeholders, "DJANGO_SUPERUSER_PASSWORD": "stand-in-admin-password-W8nR5tY2"}
+    run = testlib.run_playbook("converge.yml", {"app_checkout_version": "v2", "app_checkout_env_secrets": secrets})
+    assert run.returncode != 0
+    refusal = re.search(r"These env values are empty or placeholders: ([A-Za-z0-9_, ]+)\.", flat(run.stdout))
+    assert refusal, run.stdout[-4000:]
+    assert set(refusal.group(1).split(", ")) == set(placeholders)
+    assert "Set real values in the inventory" in flat(run.stdout)
+    assert "scripts/prepare.py generates strong secrets" in flat(run.stdout)
+    assert state(host) == before
+    assert health(host)["version"] == commit_of(host, "v2")
+
+
+def test_a_wrong_pinned_host_key_stops_the_fetch_before_anything_changes(host, tmp_path):
+    # A host key made here, so never the scenario's Git server's.
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")], check=True)
+    wrong_key = " ".join((tmp_path / "other.pub").read_text().split()[:2])
+    before = state(host)
+    mirror = host.run(f"git -c safe.directory='*' -C {APP_ROOT}/repo.git for-each-ref").stdout
+    run = testlib.run_playbook("converge.yml", {"app_checkout_version": "v2",
+                                                "app_checkout_known_hosts": [f"app-git {wrong_key}"]})
+    assert run.returncode != 0
+    assert "Host key verification failed" in flat(run.stdout), run.stdout[-4000:]
+    assert state(host) == before
+    assert host.run(f"git -c safe.directory='*' -C {APP_ROOT}/repo.git for-each-ref").stdout == mirror
+    assert health(host)["version"] == commit_of(host, "v2")
+
+
+def test_a_broken_migration_stops_the_deploy_masks_the_secrets_and_the_old_version_keeps_serving(host):
     rows = notes(host)
     dumps_before = host.run(f"ls {APP_ROOT}/backups/pre-migrate").stdout.split()
-    run = testlib.run_playbook("converge.yml", {"app_checkout_version": "broken"})
+    # The tag's migration fails with an error message that holds the app's secret values.
+    run = testlib.run_playbook("converge.yml", {"app_checkout_version": "leaky-migration"})
     assert run.returncode != 0
     assert "The migrations failed" in run.stdout
-    assert "table_that_does_not_exist" in run.stdout
+    assert "leaky migration cannot go on with" in flat(run.stdout), run.stdout[-4000:]
+    for name, value in ENV_SECRETS.items():
+        assert f"{name}=********" in run.stdout, f"{name} is not shown masked"
+        assert value not in run.stdout, f"the value of {name} appears in the output"
     body = health(host)
     assert body["status"] == "ok"
     assert body["version"] == commit_of(host, "v2")
@@ -189,10 +233,15 @@ def test_a_broken_migration_stops_the_deploy_and_the_old_version_keeps_serving(h
     assert len(set(dumps_after) - set(dumps_before)) == 1
     dump_dir = host.file(f"{APP_ROOT}/backups/pre-migrate")
     assert dump_dir.mode == 0o700
-    # The release ledger has the failed deploy, and the deploy lock is released.
-    last = json.loads(host.file(f"{APP_ROOT}/releases.jsonl").content_string.splitlines()[-1])
-    assert (last["result"], last["migrations"], last["commit"]) == ("failed", "failed", commit_of(host, "broken"))
+    # The release ledger has the failed deploy (the masked message, no secret), and the deploy
+    # lock is released.
+    ledger = host.file(f"{APP_ROOT}/releases.jsonl").content_string
+    last = json.loads(ledger.splitlines()[-1])
+    assert (last["result"], last["migrations"], last["commit"]) == (
+        "failed", "failed", commit_of(host, "leaky-migration"))
     assert "The migrations failed" in last["failure"]
+    for name, value in ENV_SECRETS.items():
+        assert value not in ledger, f"the value of {name} is in the release ledger"
     assert host.file(f"{APP_ROOT}/releases.jsonl").mode == 0o640
     assert not host.file(f"{APP_ROOT}/deploy.lock").exists
 
