@@ -62,8 +62,11 @@ def seed(directory: Path, app: str, stamps: list, sums: bool = True) -> None:
             (directory / f"{data.name}.sha256").write_text(f"{sb.sha256_of(data)}  {data.name}\n")
 
 
-def fake_dump(module, body: bytes = b"PGDMP fake dump"):
+def fake_dump(module, body: bytes = b"PGDMP fake dump", seen: list | None = None):
+    """A pg_dump stand-in; with seen, it records (target, names in the directory at that moment)."""
     def dump(cfg, target):
+        if seen is not None:
+            seen.append((Path(target), sorted(p.name for p in Path(target).parent.iterdir())))
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as out:
             out.write(body)
@@ -173,6 +176,84 @@ def test_a_failed_dump_leaves_no_partial_file_alerts_and_keeps_older_backups(cfg
     assert "backup-failed pg_dump failed (exit 1): connection refused" in (tmp_path / "alerts").read_text()
     status = json.loads((conf.dir / "status.json").read_text())
     assert "connection refused" in status["last_error"] and "last_success" not in status
+
+
+def test_retention_runs_only_after_a_good_backup(cfg, monkeypatch):
+    conf = sb.Config(str(cfg))
+    days = [stamp(f"2024-05-{d:02d}T01:00:00") for d in range(1, 21)]
+    seed(conf.dir, "demo-app", days)
+    before = sorted(p.name for p in conf.dir.iterdir())
+    assert len(sb.keep_stamps(days, **conf.keep)) < len(days)  # the policy would delete sets
+
+    def broken(cfg, target):
+        target.write_bytes(b"PGDMP half")
+        raise sb.BackupError("pg_dump failed (exit 1): connection refused")
+    monkeypatch.setattr(sb, "dump_database", broken)
+    assert sb.main(["--config", str(cfg), "run"]) == 1
+    assert sorted(p.name for p in conf.dir.iterdir() if p.name not in ("status.json", ".lock")) == before
+
+    monkeypatch.setattr(sb, "dump_database", fake_dump(sb))
+    assert sb.main(["--config", str(cfg), "run"]) == 0
+    new = json.loads((conf.dir / "status.json").read_text())["last_set"][len("demo-app-"):]
+    left = {p.name for p in conf.dir.iterdir()}
+    # daily 3: the new set, 05-20, 05-19; weekly 2: the new set, 05-20 (W21); monthly 2: the
+    # new set, 05-20 (May 2024). Every other seeded set is gone with its checksum file.
+    kept = {new, stamp("2024-05-20T01:00:00"), stamp("2024-05-19T01:00:00")}
+    assert {n[9:25] for n in left if n.startswith("demo-app-")} == kept
+    for s in kept:
+        assert {f"demo-app-{s}.dump", f"demo-app-{s}.dump.sha256"} <= left
+
+
+def test_files_are_written_under_temporary_names_and_renamed_only_when_the_set_is_complete(
+        cfg, monkeypatch):
+    config = json.loads(cfg.read_text())
+    config["media_volumes"] = ["uploads"]
+    cfg.write_text(json.dumps(config))
+    seen = []
+    monkeypatch.setattr(sb, "dump_database", fake_dump(sb, seen=seen))
+
+    def archive(volume, target):
+        seen.append((Path(target), sorted(p.name for p in Path(target).parent.iterdir())))
+        target.write_bytes(b"media")
+        return hashlib.sha256(b"media").hexdigest(), len(b"media")
+    monkeypatch.setattr(sb, "archive_volume", archive)
+    conf = sb.Config(str(cfg))
+    assert sb.main(["--config", str(cfg), "run"]) == 0
+    name = json.loads((conf.dir / "status.json").read_text())["last_set"]
+    dump, media = f"{name}.dump", f"{name}.media-uploads.tar.gz"
+    assert [target for target, _ in seen] == [conf.dir / f"{dump}.partial", conf.dir / f"{media}.partial"]
+    # While the set was written, none of its final names (nor checksum files) existed: the
+    # dump stays under its temporary name until the last file of the set is complete.
+    for _, names in seen:
+        assert not [n for n in names if n.startswith(name) and not n.endswith(".partial")], names
+    assert f"{dump}.partial" in seen[1][1]
+    left = {p.name for p in conf.dir.iterdir()}
+    assert {dump, f"{dump}.sha256", media, f"{media}.sha256"} <= left
+    assert not [n for n in left if n.endswith(".partial")]
+    expected_sum = hashlib.sha256(b"PGDMP fake dump").hexdigest()
+    assert (conf.dir / f"{dump}.sha256").read_text() == f"{expected_sum}  {dump}\n"
+
+
+def test_a_set_whose_last_file_fails_never_appears_under_its_final_names(cfg, monkeypatch):
+    config = json.loads(cfg.read_text())
+    config["media_volumes"] = ["uploads"]
+    cfg.write_text(json.dumps(config))
+    seen = []
+    monkeypatch.setattr(sb, "dump_database", fake_dump(sb, seen=seen))
+
+    def archive(volume, target):
+        seen.append((Path(target), sorted(p.name for p in Path(target).parent.iterdir())))
+        target.write_bytes(b"half an archive")
+        raise sb.BackupError("tar of the volume uploads failed (exit 2)")
+    monkeypatch.setattr(sb, "archive_volume", archive)
+    conf = sb.Config(str(cfg))
+    assert sb.main(["--config", str(cfg), "run"]) == 1
+    assert len(seen) == 2 and seen[0][0].name.endswith(".dump.partial")
+    # When the archive failed, the finished dump was still under its temporary name only.
+    assert [n for n in seen[1][1] if n.endswith(".dump") or n.endswith(".sha256")] == []
+    # Neither the complete dump nor the half archive is left, under any name.
+    assert sorted(p.name for p in conf.dir.iterdir()) == [".lock", "status.json"]
+    assert sb.complete_sets(conf) == []
 
 
 def test_the_free_space_guard_refuses_before_dumping(cfg, tmp_path, monkeypatch):

@@ -3,7 +3,8 @@
 Runs after converge and idempotence. The tests build on each other in file order:
 rows -> backup by the timer's service -> the database volume wiped -> restore -> rows back
 -> restore drill -> old backups seeded, retention -> database down, the failure path ->
-free-space guard -> restic snapshot, check and fetch -> an unconfirmed restore is refused.
+free-space guard -> restic snapshots, check, forget with the retention policy, fetch -> an
+unconfirmed restore is refused.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -33,7 +35,8 @@ SETTINGS = yaml.safe_load((Path(__file__).resolve().parents[1] / "group_vars/web
 DB_VOLUME = "example-data_db-data"
 MEDIA_VOLUME = "example_media"
 ALERT_LOG = "/var/log/shipshape-backup-alerts.log"
-RESTIC = ("RESTIC_PASSWORD_FILE=/etc/shipshape/restic-password "
+EVENTS_LOG = "/tmp/restore-events.jsonl"
+RESTIC = ("TZ=UTC RESTIC_PASSWORD_FILE=/etc/shipshape/restic-password "
           f"restic -r {SETTINGS['backups_restic_repository']} --no-cache")
 
 # A stand-in for a chat or paging webhook: records the JSON bodies it receives.
@@ -111,6 +114,18 @@ def db_container(host) -> str:
                     "--filter label=com.docker.compose.service=db").strip()
 
 
+def web_containers(host) -> set:
+    """Full ids of the app's running web containers."""
+    return set(sh(host, "docker ps -q --no-trunc --filter label=com.docker.compose.project=example "
+                        "--filter label=com.docker.compose.service=web").split())
+
+
+def epoch(text: str) -> int:
+    """Seconds since the epoch of a set stamp (20250314T023012Z) or an ISO time (2025-03-14T02:30:12Z)."""
+    fmt = "%Y%m%dT%H%M%SZ" if "-" not in text else "%Y-%m-%dT%H:%M:%SZ"
+    return int(dt.datetime.strptime(text, fmt).replace(tzinfo=dt.timezone.utc).timestamp())
+
+
 def wait_db_healthy(host) -> None:
     sh(host, "for i in $(seq 90); do "
              "[ \"$(docker inspect -f '{{.State.Health.Status}}' example-data-db-1)\" = healthy ] && exit 0; "
@@ -138,6 +153,16 @@ def policy(stamps: list, daily: int, weekly: int, monthly: int) -> set:
                 periods.append(period(moment))
                 kept.add(moment)
     return {t.strftime("%Y%m%dT%H%M%SZ") for t in kept}
+
+
+def snapshot_stamp(snapshot: dict) -> str:
+    """A restic snapshot's time as a set stamp, in UTC (restic may print nanoseconds and an offset)."""
+    text = re.sub(r"\.\d+", "", snapshot["time"]).replace("Z", "+00:00")
+    return dt.datetime.fromisoformat(text).astimezone(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+def snapshots(host) -> list:
+    return json.loads(sh(host, f"{RESTIC} snapshots --json"))
 
 
 def set_stamps(names) -> set:
@@ -214,15 +239,42 @@ def test_the_timer_service_makes_a_verified_backup(host, backed_up):
 
 def test_a_wiped_database_volume_comes_back_with_its_rows(host, backed_up):
     api(host, data={"title": "after the backup", "body": "lost with the volume"})
+    writers = web_containers(host)
+    assert writers
     # The disaster: the database container and its volume are gone, the media files too.
     sh(host, "docker rm -f example-data-db-1 && docker volume rm example-data_db-data")
     mount = sh(host, f"docker volume inspect -f '{{{{.Mountpoint}}}}' {MEDIA_VOLUME}").strip()
     sh(host, f"rm -rf {mount}/uploads")
     assert health(host).get("status") != "ok"
 
-    run = playbook("restore.yml", {"confirm_restore": APP})
+    # Docker's own record of the web containers' stops and starts during the restore, from a
+    # listener on the host (the daemon keeps only its last 256 events).
+    since = sh(host, "date +%s").strip()
+    sh(host, f"systemctl stop test-restore-events 2>/dev/null; rm -f {EVENTS_LOG} && "
+             f"systemd-run --unit=test-restore-events --collect -p StandardOutput=file:{EVENTS_LOG} "
+             f"docker events --since {since} --filter type=container "
+             "--filter label=com.docker.compose.project=example --filter label=com.docker.compose.service=web "
+             "--filter event=stop --filter event=start --format '{{json .}}'")
+    try:
+        run = playbook("restore.yml", {"confirm_restore": APP})
+    finally:
+        host.run("sleep 1; systemctl stop test-restore-events")
     assert run.returncode == 0, run.stdout[-5000:]
     assert f"Restored {backed_up['status']['last_set']}" in run.stdout
+
+    # Every web container was stopped before the safety dump started, none started again
+    # until the restore had finished, and the ones serving now were started after it.
+    events = [json.loads(line) for line in sh(host, f"cat {EVENTS_LOG}").splitlines() if line.strip()]
+    stops = [e for e in events if e["Action"] == "stop"]
+    assert writers <= {e["Actor"]["ID"] for e in stops}, events
+    safety_started = epoch(max(set_stamps(listing(host, f"{DIR}/safety"))))
+    restored = epoch(status(host)["last_restore"])
+    assert max(e["timeNano"] for e in stops) // 10**9 <= safety_started
+    first_stop = min(e["timeNano"] for e in stops)
+    starts = [e for e in events if e["Action"] == "start" and e["timeNano"] > first_stop]
+    assert starts and all(e["time"] >= restored for e in starts), events
+    serving = web_containers(host)
+    assert serving and serving <= {e["Actor"]["ID"] for e in starts}
 
     rows = api(host)
     assert len(rows) == len(backed_up["rows"])
@@ -236,6 +288,10 @@ def test_a_wiped_database_volume_comes_back_with_its_rows(host, backed_up):
 
 
 def test_the_restore_drill_proves_the_backup_and_records_it(host, backed_up):
+    # A row the live database has and the backup has not: the drill must count the backup's.
+    api(host, data={"title": "after the restore", "body": "only in the live database"})
+    live = api(host)
+    assert len(live) == len(backed_up["rows"]) + 1
     before = containers(host)
     old_status = status(host)
     run = playbook("verify-backups.yml")
@@ -245,11 +301,13 @@ def test_the_restore_drill_proves_the_backup_and_records_it(host, backed_up):
     assert st["last_verified_set"] == old_status["last_set"]
     assert st["last_verified_results"]["notes"] == len(backed_up["rows"])
     assert st["last_verified_results"]["users"] >= 1
-    # The other keys stay; the scratch container is gone; the app was not touched.
+    # The other keys stay; the scratch container is gone; the app and its data were not touched.
     for key in ("last_success", "last_file", "last_size"):
         assert st[key] == old_status[key]
     assert not sh(host, "docker ps -aq --filter label=shipshape.restore-drill").strip()
+    assert not sh(host, f"docker ps -aq --filter 'name=^/{APP}-restore-drill$'").strip()
     assert containers(host) == before
+    assert digest(api(host)) == digest(live)
 
 
 # ------------------------------------------------------------------ retention
@@ -353,18 +411,81 @@ def test_the_free_space_guard_refuses_to_start(host):
 # ------------------------------------------------------------------ off-site copies
 
 def test_restic_holds_snapshots_and_its_check_passes(host):
-    snapshots = json.loads(sh(host, f"{RESTIC} snapshots --json"))
-    assert snapshots
-    assert all(f"shipshape-{APP}" in s["tags"] for s in snapshots)
-    latest = max(snapshots, key=lambda s: s["time"])
-    assert any(p.endswith(status(host)["last_file"]) for p in latest["paths"])
-    # forget --prune ran with the same policy as the local retention.
-    assert len(snapshots) <= 1 + 3 + 2 + 2
+    held = snapshots(host)
+    assert held
+    assert all(s.get("tags") == [f"shipshape-{APP}"] for s in held)
+    latest = max(held, key=snapshot_stamp)
+    st = status(host)
+    assert latest["id"].startswith(st["last_offsite_snapshot"])
+    assert snapshot_stamp(latest) == st["last_set"][len(APP) + 1:]
+    assert any(p.endswith(st["last_file"]) for p in latest["paths"])
+    # The deploy, the timer's service and the retention test each made a copy, within a day or
+    # two; after forget --prune with the local policy, what is left is what that policy keeps:
+    # the newest snapshot of each UTC day.
+    stamps = {snapshot_stamp(s) for s in held}
+    assert len(stamps) == len(held)
+    assert stamps == policy(sorted(stamps), SETTINGS["backups_keep_daily"],
+                            SETTINGS["backups_keep_weekly"], SETTINGS["backups_keep_monthly"])
+    assert len({s[:8] for s in stamps}) == len(stamps)
     out = host.run("systemctl start shipshape-backup-check.service")
     assert out.rc == 0, out.stderr
     assert "Result=success" in sh(host, "systemctl show shipshape-backup-check.service -p Result")
     assert "last_check" in status(host)
     sh(host, f"{RESTIC} check")
+
+
+def test_restic_forget_keeps_exactly_the_policy_set_of_this_hosts_snapshots(host):
+    hostname = sh(host, "hostname").strip()
+    tag = f"shipshape-{APP}"
+    before = snapshots(host)
+    taken = {snapshot_stamp(s) for s in before}
+    now = dt.datetime.fromtimestamp(int(sh(host, "date +%s")), dt.timezone.utc)
+
+    def moment(days: int, hour: int | None = None, seconds: int = 0) -> dt.datetime:
+        day = now - dt.timedelta(days=days, seconds=seconds)
+        return day if hour is None else day.replace(hour=hour, minute=0, second=0)
+
+    # Older snapshots of this host and tag for forget to sort out: two earlier today, two
+    # yesterday, then days, weeks and months back.
+    ours = [moment(0, seconds=150), moment(0, seconds=90), moment(1, 1), moment(1, 5),
+            *(moment(d, 1) for d in (2, 3, 4, 6, 9, 15, 35, 65, 100, 400))]
+    ours = [t for t in ours if t.strftime("%Y%m%dT%H%M%SZ") not in taken]
+    # Snapshots the policy of this host and tag must leave alone: another server's, and another
+    # tag's on this server, two on one day each (forget would keep only one of each pair).
+    foreign = [("other-server", tag, moment(10, 1)), ("other-server", tag, moment(10, 2)),
+               (hostname, "other-app", moment(10, 1)), (hostname, "other-app", moment(10, 2))]
+    commands = ["rm -rf /tmp/restic-seed && mkdir /tmp/restic-seed"]
+    for i, (name, label, when) in enumerate([*((hostname, tag, t) for t in ours), *foreign]):
+        path = f"/tmp/restic-seed/seed-{i}-{when:%Y%m%dT%H%M%SZ}.txt"
+        commands.append(f"echo {i} > {path} && {RESTIC} backup --quiet --host {name} --tag {label} "
+                        f"--time '{when:%Y-%m-%d %H:%M:%S}' {path}")
+    sh(host, " && ".join(commands))
+    seeded = snapshots(host)
+    foreign_ids = {s["id"] for s in seeded if s["hostname"] != hostname or s.get("tags") != [tag]}
+    assert len(foreign_ids) == len(foreign)
+    mine = {snapshot_stamp(s) for s in seeded if s["id"] not in foreign_ids}
+    assert mine == taken | {t.strftime("%Y%m%dT%H%M%SZ") for t in ours}
+
+    out = host.run("systemctl start shipshape-backup.service")
+    assert out.rc == 0, out.stderr
+    st = status(host)
+    new = st["last_set"][len(APP) + 1:]
+    assert new not in mine
+    expected = policy(sorted(mine | {new}), SETTINGS["backups_keep_daily"],
+                      SETTINGS["backups_keep_weekly"], SETTINGS["backups_keep_monthly"])
+    # The policy has something to remove: the older of today's and of yesterday's, and the oldest.
+    assert moment(400, 1).strftime("%Y%m%dT%H%M%SZ") not in expected and len(expected) < len(mine)
+
+    after = snapshots(host)
+    left = {snapshot_stamp(s) for s in after if s["id"] not in foreign_ids}
+    assert left == expected
+    assert all(s["hostname"] == hostname and s.get("tags") == [tag]
+               for s in after if s["id"] not in foreign_ids)
+    assert foreign_ids <= {s["id"] for s in after}
+    newest = max((s for s in after if s["id"] not in foreign_ids), key=snapshot_stamp)
+    assert snapshot_stamp(newest) == new and newest["id"].startswith(st["last_offsite_snapshot"])
+    # The pruned repository is consistent.
+    sh(host, f"{RESTIC} check && rm -rf /tmp/restic-seed")
 
 
 def test_a_lost_local_backup_comes_back_from_restic(host):
