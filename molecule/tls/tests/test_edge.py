@@ -10,14 +10,41 @@ import gzip
 import socket
 import ssl
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
-from tlsprobe import EDGE, NAMES, PEBBLE_TLS_CERT, echoed, http_get, https, issuer_cn, sans, served_cert
+from tlsprobe import (EDGE, NAMES, PEBBLE_TLS_CERT, echoed, http_get, https, issuer_cn, post_body, sans,
+                      served_cert, websocket_accept, websocket_echo)
 
 testinfra_hosts = [f"ansible://{EDGE}"]
 LIVE = "/etc/letsencrypt/live/app.example.test"
 SSLYZE = Path(__file__).resolve().parents[3] / ".venv/bin/sslyze"
+HTTP_CONF = "/etc/nginx/conf.d/shipshape-http.conf"
+SITE_CONF = f"/etc/nginx/conf.d/shipshape-site-{NAMES[0]}.conf"
+ACME_DIRECTORY = "https://tls-acme:14000/dir"
+CONTACT_EMAIL = "ops@example.test"
+# tls_client_max_body_size: the role's default, 10m.
+BODY_LIMIT = 10 * 1024 * 1024
+# tls_rate_limit_rate and tls_rate_limit_burst of converge.yml. /admin/ and /login share one
+# limit_req zone keyed by the client address: with nodelay, 1 + BURST requests pass at once,
+# then one more every 60 / RATE_PER_MINUTE seconds.
+RATE_PER_MINUTE = 10
+BURST = 5
+_last_limited_burst = [float("-inf")]
+
+
+def limited_burst(edge_ip, pebble_root, path: str, count: int) -> tuple[list[int], float]:
+    """Statuses of `count` requests to `path` sent back to back, and the seconds they took.
+    Sent once the zone has forgotten earlier bursts: an excess of BURST drains in
+    BURST * 60 / RATE_PER_MINUTE seconds; one slot more is the margin."""
+    wait = _last_limited_burst[0] + (BURST + 1) * 60 / RATE_PER_MINUTE - time.monotonic()
+    if wait > 0:
+        time.sleep(wait)
+    start = time.monotonic()
+    statuses = [https(edge_ip, NAMES[0], pebble_root, path)[0] for _ in range(count)]
+    _last_limited_burst[0] = time.monotonic()
+    return statuses, _last_limited_burst[0] - start
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -93,11 +120,40 @@ def test_app_gets_forwarded_headers_and_no_spoofed_client_address(edge_ip, pebbl
 
 
 def test_websocket_upgrade_is_passed_to_the_app(edge_ip, pebble_root):
+    # No Sec-WebSocket-Key: the app answers with its JSON echo of what nginx sent it.
     _, _, body = https(edge_ip, NAMES[0], pebble_root, "/ws",
                        headers={"Upgrade": "websocket", "Connection": "Upgrade"})
+    assert echoed(body)["version"] == "HTTP/1.1"
     received = echoed(body)["headers"]
     assert received["Upgrade"] == "websocket"
     assert received["Connection"].lower() == "upgrade"
+
+
+def test_websocket_handshake_and_frames_go_through_nginx(edge_ip, pebble_root):
+    # The app completes the handshake with 101 and sends every frame back: nginx must
+    # switch the connection to a tunnel both ways.
+    message = b"shipshape websocket probe"
+    status, headers, key, frames = websocket_echo(edge_ip, NAMES[0], pebble_root, "/ws", message)
+    assert status.startswith("HTTP/1.1 101 "), (status, headers)
+    assert headers["upgrade"].lower() == "websocket"
+    assert headers["connection"].lower() == "upgrade"
+    assert headers["sec-websocket-accept"] == websocket_accept(key)
+    # A text frame (FIN, opcode 1) with the message, then the answer to the close frame.
+    assert frames == [(0x81, message), (0x88, b"")]
+
+
+def test_request_body_up_to_the_limit_reaches_the_app_and_larger_gets_413(host, edge_ip, pebble_root):
+    assert f"client_max_body_size {BODY_LIMIT // (1024 * 1024)}m;" in host.file(SITE_CONF).content_string
+    status, _, body = post_body(edge_ip, NAMES[0], pebble_root, "/upload", BODY_LIMIT)
+    assert status == 200
+    assert echoed(body)["method"] == "POST"
+    assert echoed(body)["headers"]["Content-Length"] == str(BODY_LIMIT)
+    # One byte more: nginx refuses it itself (its error page, not the app's JSON), and its
+    # error pages carry the security headers too.
+    status, headers, body = post_body(edge_ip, NAMES[0], pebble_root, "/upload", BODY_LIMIT + 1)
+    assert status == 413
+    assert b"413 Request Entity Too Large" in body
+    assert headers["strict-transport-security"] == "max-age=63072000"
 
 
 def test_responses_are_gzipped(edge_ip, pebble_root):
@@ -107,11 +163,19 @@ def test_responses_are_gzipped(edge_ip, pebble_root):
     assert echoed(gzip.decompress(body))["app"] == "echo"
 
 
-def test_login_and_admin_are_rate_limited_with_429(edge_ip, pebble_root):
-    statuses = [https(edge_ip, NAMES[0], pebble_root, path)[0]
-                for path in ["/admin/"] * 10 + ["/login"] * 4]
-    assert 429 in statuses, statuses
-    assert set(statuses) <= {200, 429}, statuses
+def test_admin_is_rate_limited_with_429(host, edge_ip, pebble_root):
+    assert f"rate={RATE_PER_MINUTE}r/m;" in host.file(HTTP_CONF).content_string
+    assert "limit_req_status 429;" in host.file(HTTP_CONF).content_string
+    assert f"burst={BURST} nodelay;" in host.file(SITE_CONF).content_string
+    statuses, seconds = limited_burst(edge_ip, pebble_root, "/admin/", BURST + 4)
+    # Valid while the burst takes less than the 6 s after which one more request may pass.
+    assert statuses == [200] * (BURST + 1) + [429] * 3, (statuses, seconds)
+
+
+def test_login_alone_is_rate_limited_with_429(edge_ip, pebble_root):
+    # Only /login this time, after the /admin/ burst has drained from the shared zone.
+    statuses, seconds = limited_burst(edge_ip, pebble_root, "/login", BURST + 4)
+    assert statuses == [200] * (BURST + 1) + [429] * 3, (statuses, seconds)
     # Other paths are not limited: the same client still gets through.
     assert {https(edge_ip, NAMES[0], pebble_root, "/")[0] for _ in range(15)} == {200}
 
@@ -156,6 +220,15 @@ def test_deploy_hook_reloads_nginx_after_checking_it(host):
     hook = host.file("/etc/letsencrypt/renewal-hooks/deploy/shipshape-reload-nginx")
     assert hook.mode == 0o755
     assert "nginx -t" in hook.content_string and "systemctl reload nginx" in hook.content_string
+
+
+def test_acme_account_carries_the_contact_email(host):
+    # certbot show_account fetches the account from the ACME server (Pebble), so this is
+    # the contact the server holds, not only what certbot keeps on disk.
+    out = host.run(f"REQUESTS_CA_BUNDLE={PEBBLE_TLS_CERT} certbot show_account --non-interactive "
+                   f"--server {ACME_DIRECTORY}")
+    assert out.rc == 0, out.stdout + out.stderr
+    assert f"Email contact: {CONTACT_EMAIL}" in out.stdout + out.stderr, out.stdout + out.stderr
 
 
 def test_renewal_service_trusts_the_acme_servers_ca(host):

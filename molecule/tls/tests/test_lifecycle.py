@@ -1,6 +1,6 @@
-"""Certificate lifecycle against the live Pebble: renewal, changed names, the expiry
-check, bad input, a failed request while the ACME server is down, and check mode on a
-fresh host.
+"""Certificate lifecycle against the live Pebble: renewal, a broken nginx configuration
+(deploy hook and play), changed names, the expiry check, bad input, a failed request
+while the ACME server is down, and check mode on a fresh host.
 
 These run after test_edge.py (pytest runs files in name order) and in this order; the
 last one leaves the edge with the certificate names of converge.yml. Stopping Pebble
@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import time
 
+import pytest
 import testlib
 from tlsprobe import ACME, EDGE, NAMES, PEBBLE_TLS_CERT, https, issuer_cn, pebble_root_pem, sans, served_cert
 
 testinfra_hosts = [f"ansible://{EDGE}"]
 EXTRA = "api.app.example.test"
 CONVERGE = "converge.yml"
+DEPLOY_HOOK = "/etc/letsencrypt/renewal-hooks/deploy/shipshape-reload-nginx"
+# nginx.conf includes every conf.d/*.conf: nginx would load this file at its next reload.
+BROKEN_CONF = "/etc/nginx/conf.d/zz-planted-broken.conf"
+HSTS = "max-age=63072000"
 
 
 def domains(*aliases: str) -> dict:
@@ -43,6 +48,76 @@ def test_forced_renewal_reloads_nginx_with_the_new_certificate(edge_ip, pebble_r
     assert after["serialNumber"] != before
     assert issuer_cn(after).startswith("Pebble Intermediate CA")
     assert sans(after) == set(NAMES)
+
+
+def nginx_processes(host) -> tuple[str, list[str]]:
+    """The pid of nginx's master and those of its serving workers: a reload replaces the
+    workers (the old ones show "worker process is shutting down" until they exit)."""
+    master = host.run("systemctl show nginx -p MainPID --value").stdout.strip()
+    assert master not in ("", "0"), "nginx is not running"
+    workers = host.run(
+        f"for d in /proc/[0-9]*; do grep -qs '^PPid:[[:space:]]*{master}$' $d/status"
+        " && [ \"$(tr -d '\\000' < $d/cmdline 2>/dev/null)\" = 'nginx: worker process' ]"
+        " && echo ${d#/proc/}; done").stdout.split()
+    assert workers, f"no worker of nginx master {master}"
+    return master, sorted(workers)
+
+
+@pytest.fixture
+def broken_nginx_conf(host):
+    """A configuration file with a directive nginx does not know; removed afterwards, when
+    `nginx -t` must accept the configuration again."""
+    host.run(f"echo 'planted_unknown_directive on;' > {BROKEN_CONF}")
+    check = host.run("nginx -t")
+    assert check.rc != 0 and BROKEN_CONF in check.stderr, check.stderr
+    yield BROKEN_CONF
+    host.run(f"rm -f {BROKEN_CONF}")
+    check = host.run("nginx -t")
+    assert check.rc == 0, check.stderr
+
+
+def test_deploy_hook_refuses_to_reload_a_broken_configuration(host, edge_ip, pebble_root, broken_nginx_conf):
+    before = nginx_processes(host)
+    serial = served_cert(edge_ip, NAMES[0], pebble_root)["serialNumber"]
+    hook = host.run(DEPLOY_HOOK)
+    assert hook.rc != 0
+    # It stopped at `nginx -t`, which named the error; systemctl was never asked to reload.
+    assert "test failed" in hook.stderr and broken_nginx_conf in hook.stderr, hook.stderr
+    assert "nginx.service" not in hook.stdout + hook.stderr
+    assert nginx_processes(host) == before
+    assert https(edge_ip, NAMES[0], pebble_root, "/")[0] == 200
+    assert served_cert(edge_ip, NAMES[0], pebble_root)["serialNumber"] == serial
+
+
+def test_broken_configuration_fails_the_play_and_nginx_keeps_serving(host, edge_ip, pebble_root,
+                                                                     broken_nginx_conf):
+    before = nginx_processes(host)
+    serial = served_cert(edge_ip, NAMES[0], pebble_root)["serialNumber"]
+    try:
+        # Another HSTS max-age changes a template, whose handler would reload nginx: the
+        # play's `nginx -t` must stop it first.
+        proc = testlib.run_playbook(CONVERGE, {"tls_hsts_max_age": 600})
+        assert proc.returncode != 0
+        assert testlib.recap(proc.stdout)[EDGE]["failed"] == 1
+        assert "TASK [tls : Check the whole nginx configuration]" in proc.stdout
+        assert "configuration file /etc/nginx/nginx.conf test failed" in proc.stdout, proc.stdout[-3000:]
+        assert broken_nginx_conf in proc.stdout
+        assert "RUNNING HANDLER [tls : Reload nginx]" not in proc.stdout
+        # The running nginx was neither restarted nor reloaded: same master, same workers,
+        # the previous headers and the same certificate.
+        assert nginx_processes(host) == before
+        status, headers, _ = https(edge_ip, NAMES[0], pebble_root, "/")
+        assert (status, headers["strict-transport-security"]) == (200, HSTS)
+        assert served_cert(edge_ip, NAMES[0], pebble_root)["serialNumber"] == serial
+    finally:
+        # Without the broken file, a run with the converge settings puts the template back
+        # and reloads nginx.
+        host.run(f"rm -f {broken_nginx_conf}")
+        restore = testlib.run_playbook(CONVERGE, None, "--tags", "tls_nginx")
+    assert restore.returncode == 0, restore.stdout[-3000:]
+    # The failed run had written the changed template: this run wrote it back and reloaded.
+    assert "RUNNING HANDLER [tls : Reload nginx]" in restore.stdout
+    assert https(edge_ip, NAMES[0], pebble_root, "/")[1]["strict-transport-security"] == HSTS
 
 
 def test_changed_names_get_a_new_certificate(edge_ip, pebble_root):
