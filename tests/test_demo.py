@@ -16,6 +16,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = [sys.executable, str(REPO / "scripts/demo.py")]
+# The hardening role's lockout proof (roles/hardening/tasks/ssh.yml): after sshd reloads,
+# a fresh SSH login as the deploy user. It only runs over SSH, which the demo uses.
+RECONNECT_TASK = "TASK [hardening : Connect afresh over SSH as the deploy user]"
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def docker(*args: str) -> subprocess.CompletedProcess:
@@ -43,6 +47,26 @@ def test_up_runs_site_yml_over_ssh(demo):
     assert "created inventories/local/group_vars/all/vault.yml" in demo.stdout
     assert "validate passed" in demo.stdout
     assert demo.stdout.index("validate passed") < demo.stdout.rindex("PLAY RECAP")  # site.yml's
+
+
+def task_output(output: str, header: str) -> str:
+    """What ansible-playbook printed for the task with this header, up to the next header."""
+    output = ANSI.sub("", output)
+    start = output.find(header)
+    assert start >= 0, f"{header} is not in the output"
+    ends = [m.start() for m in re.finditer(r"^(TASK|RUNNING HANDLER|PLAY) \[|^PLAY RECAP", output, re.M)
+            if m.start() > start]
+    return output[start:min(ends, default=len(output))]
+
+
+def test_the_lockout_proof_reconnects_after_sshd_reloads(demo):
+    assert demo.returncode == 0, demo.stdout[-3000:]
+    # The demo's first run changes sshd_config, so sshd reloads and the proof must run.
+    reload = task_output(demo.stdout, "TASK [hardening : Reload sshd]")
+    assert re.search(r"^changed: \[demo\]", reload, re.M), reload
+    reconnect = task_output(demo.stdout, RECONNECT_TASK)
+    assert re.search(r"^ok: \[demo\]", reconnect, re.M), reconnect
+    assert "skipping: [demo]" not in reconnect, reconnect
 
 
 def test_the_secrets_are_in_the_encrypted_vault_and_never_printed(demo):

@@ -1,9 +1,12 @@
-"""Lockout guards: bad deploy keys stop the role, naming the variable, before sshd is touched."""
+"""Lockout guards: bad deploy keys stop the role, naming the variable, before sshd is touched;
+a setting sshd refuses stops it at the check of the new sshd_config (`sshd -T`), before the
+file is replaced."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "shared"))
 from testlib import docker_exec, recap, run_playbook  # noqa: E402
 
 SERVER = "hardening-debian13"
+PROBER = "hardening-prober"
+SSH_OPTS = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+            "-o", "ConnectTimeout=10", "-o", "BatchMode=yes", "-i", "/root/.ssh/id_ed25519"]
 # Stands for a private key, generated at run time (no key is kept in the repository).
 PRIVATE_KEY = "private key generated at run time"
 
@@ -43,3 +49,33 @@ def test_bad_keys_stop_the_role_before_sshd_changes(keys, tmp_path):
     assert "hardening_deploy_authorized_keys" in proc.stdout
     assert recap(proc.stdout)[SERVER]["changed"] == 0
     assert checksums() == before
+
+
+def deploy_logs_in() -> bool:
+    """The deploy user logs in from the prober with the deploy key (fail2ban's bans lifted first)."""
+    docker_exec(SERVER, "fail2ban-client", "unban", "--all")
+    for _ in range(10):
+        proc = docker_exec(PROBER, "ssh", *SSH_OPTS, f"deploy@{SERVER}", "id -un", timeout=60)
+        if proc.returncode == 0:
+            return proc.stdout.strip() == "deploy"
+        if "Permission denied" in proc.stderr:
+            return False
+        time.sleep(3)  # OpenSSH's per-source penalty after earlier refusals
+    return False
+
+
+def test_a_setting_sshd_refuses_stops_the_role_before_sshd_changes():
+    # hardening_ssh_max_startups is a free string: "ten" passes the argument specs, and only
+    # `sshd -T` on the new file can refuse it.
+    before = checksums()
+    proc = run_playbook("converge.yml", {"hardening_ssh_max_startups": "ten"}, "--limit", SERVER, timeout=600)
+    assert proc.returncode != 0, proc.stdout[-3000:]
+    out = proc.stdout
+    start = out.find("TASK [hardening : Configure the SSH server (validated before it goes live)]")
+    assert start >= 0, out[-3000:]
+    task = out[start:out.find("PLAY RECAP", start)]
+    assert f"fatal: [{SERVER}]" in task and "MaxStartups" in task, task
+    assert recap(out)[SERVER]["changed"] == 0
+    assert recap(out)[SERVER]["failed"] == 1
+    assert checksums() == before
+    assert deploy_logs_in()
