@@ -2,7 +2,8 @@
 
 Runs after converge and idempotence. The tests build on each other in file order:
 deploy v1 -> rows -> redeploy v2 -> refused deploys (a missing env key, placeholder secrets,
-a wrong pinned host key) -> a broken migration whose error message holds the secrets.
+a wrong pinned host key) -> a broken migration whose error message holds the secrets -> v2's
+image pulled from a registry instead of built.
 """
 
 from __future__ import annotations
@@ -244,6 +245,33 @@ def test_a_broken_migration_stops_the_deploy_masks_the_secrets_and_the_old_versi
         assert value not in ledger, f"the value of {name} is in the release ledger"
     assert host.file(f"{APP_ROOT}/releases.jsonl").mode == 0o640
     assert not host.file(f"{APP_ROOT}/deploy.lock").exists
+
+
+def test_the_app_image_can_come_from_a_registry(host):
+    # A registry for the server: Debian's docker-registry (the distribution registry) on the
+    # server's loopback, where Docker speaks plain HTTP to a registry without extra settings.
+    # v2's image is pushed there and its registry name removed, so the deploy must pull it.
+    v2 = commit_of(host, "v2")
+    image = "127.0.0.1:5000/example/web"
+    setup = host.run("DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker-registry "
+                     "&& systemctl enable --now docker-registry "
+                     "&& for i in $(seq 30); do curl -sf http://127.0.0.1:5000/v2/ && exit 0; sleep 1; done; exit 1")
+    assert setup.rc == 0, setup.stdout[-2000:] + setup.stderr[-2000:]
+    push = host.run(f"docker tag example-web:{v2} {image}:{v2} && docker push -q {image}:{v2} && docker rmi {image}:{v2}")
+    assert push.rc == 0, push.stdout + push.stderr
+    assert host.run(f"docker image inspect {image}:{v2}").rc != 0
+    run = testlib.run_playbook("converge.yml", {"app_checkout_version": "v2", "app_compose_image_source": "pull",
+                                                "app_compose_image_name": image})
+    assert run.returncode == 0, run.stdout[-4000:]
+    pulled = run.stdout.split("TASK [app_compose : Pull the app images]", 1)[1].split("TASK [", 1)[0]
+    assert "changed: [app-debian13]" in pulled, pulled
+    for build in run.stdout.split("TASK [app_compose : Build the app image for this version]")[1:]:
+        assert "skipping: [app-debian13]" in build.split("TASK [", 1)[0], "the image was built, not pulled"
+    assert host.run(f"docker image inspect {image}:{v2}").rc == 0
+    running = host.run("docker ps --format '{{.Image}}' --filter label=com.docker.compose.project=example "
+                       "--filter label=com.docker.compose.service=web").stdout.split()
+    assert running == [f"{image}:{v2}"], running
+    assert health(host)["version"] == v2
 
 
 def test_no_secret_in_the_output_of_the_test_runs():
