@@ -204,8 +204,10 @@ def test_retention_runs_only_after_a_good_backup(cfg, monkeypatch):
         assert {f"demo-app-{s}.dump", f"demo-app-{s}.dump.sha256"} <= left
 
 
-def test_files_are_written_under_temporary_names_and_renamed_only_when_the_set_is_complete(
-        cfg, monkeypatch):
+def watch_a_set_with_media(cfg, monkeypatch, archive_error: str | None = None) -> list:
+    """Configure a media volume and record, for the dump and then the media archive, the
+    path each was asked to write and the names in the directory at that moment. The archive
+    writes b"media", or half an archive and fails with archive_error."""
     config = json.loads(cfg.read_text())
     config["media_volumes"] = ["uploads"]
     cfg.write_text(json.dumps(config))
@@ -214,9 +216,18 @@ def test_files_are_written_under_temporary_names_and_renamed_only_when_the_set_i
 
     def archive(volume, target):
         seen.append((Path(target), sorted(p.name for p in Path(target).parent.iterdir())))
+        if archive_error:
+            target.write_bytes(b"half an archive")
+            raise sb.BackupError(archive_error)
         target.write_bytes(b"media")
         return hashlib.sha256(b"media").hexdigest(), len(b"media")
     monkeypatch.setattr(sb, "archive_volume", archive)
+    return seen
+
+
+def test_files_are_written_under_temporary_names_and_renamed_only_when_the_set_is_complete(
+        cfg, monkeypatch):
+    seen = watch_a_set_with_media(cfg, monkeypatch)
     conf = sb.Config(str(cfg))
     assert sb.main(["--config", str(cfg), "run"]) == 0
     name = json.loads((conf.dir / "status.json").read_text())["last_set"]
@@ -235,17 +246,7 @@ def test_files_are_written_under_temporary_names_and_renamed_only_when_the_set_i
 
 
 def test_a_set_whose_last_file_fails_never_appears_under_its_final_names(cfg, monkeypatch):
-    config = json.loads(cfg.read_text())
-    config["media_volumes"] = ["uploads"]
-    cfg.write_text(json.dumps(config))
-    seen = []
-    monkeypatch.setattr(sb, "dump_database", fake_dump(sb, seen=seen))
-
-    def archive(volume, target):
-        seen.append((Path(target), sorted(p.name for p in Path(target).parent.iterdir())))
-        target.write_bytes(b"half an archive")
-        raise sb.BackupError("tar of the volume uploads failed (exit 2)")
-    monkeypatch.setattr(sb, "archive_volume", archive)
+    seen = watch_a_set_with_media(cfg, monkeypatch, archive_error="tar of the volume uploads failed (exit 2)")
     conf = sb.Config(str(cfg))
     assert sb.main(["--config", str(cfg), "run"]) == 1
     assert len(seen) == 2 and seen[0][0].name.endswith(".dump.partial")
