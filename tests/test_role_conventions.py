@@ -87,7 +87,8 @@ def _tasks(items, where):
         if not isinstance(item, dict):
             continue
         yield item, where
-        for key in ("block", "rescue", "always"):
+        # Blocks, and the task lists of a play (playbooks).
+        for key in ("block", "rescue", "always", "pre_tasks", "tasks", "post_tasks", "handlers"):
             yield from _tasks(item.get(key), where)
 
 
@@ -115,20 +116,15 @@ STATEFUL = re.compile(r"stateful|db_project|-data\b|compose\.db")
 DESTROYS_VOLUMES = re.compile(r"\bdown\b[^;&|\n]*\s-[A-Za-z]*v\b|--volumes(?![-\w])")
 
 
-def _module_calls(node):
+def _module_calls(doc):
     """(module, arguments, task) of every call of a compose or command module in a parsed
     task file or playbook, inside blocks and plays too."""
-    if isinstance(node, list):
-        for item in node:
-            yield from _module_calls(item)
-    elif isinstance(node, dict):
-        for key, value in node.items():
-            if key in COMPOSE_MODULES | COMMAND_MODULES:
-                args = dict(node.get("args") or {})
-                args.update(value if isinstance(value, dict) else {"cmd": value})
-                yield key, args, node
-            elif isinstance(value, (list, dict)):
-                yield from _module_calls(value)
+    for task, _ in _tasks(doc, ""):
+        for module in sorted(task.keys() & (COMPOSE_MODULES | COMMAND_MODULES)):
+            value = task[module]
+            args = dict(task.get("args") or {})
+            args.update(value if isinstance(value, dict) else {"cmd": value})
+            yield module, args, task
 
 
 def volume_hazards(doc, where) -> list[str]:
