@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -14,10 +13,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "shared"))
 from testlib import docker_exec, recap, run_playbook  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from prober import key_login  # noqa: E402
+
 SERVER = "hardening-debian13"
-PROBER = "hardening-prober"
-SSH_OPTS = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-            "-o", "ConnectTimeout=10", "-o", "BatchMode=yes", "-i", "/root/.ssh/id_ed25519"]
 # Stands for a private key, generated at run time (no key is kept in the repository).
 PRIVATE_KEY = "private key generated at run time"
 
@@ -51,19 +50,6 @@ def test_bad_keys_stop_the_role_before_sshd_changes(keys, tmp_path):
     assert checksums() == before
 
 
-def deploy_logs_in() -> bool:
-    """The deploy user logs in from the prober with the deploy key (fail2ban's bans lifted first)."""
-    docker_exec(SERVER, "fail2ban-client", "unban", "--all")
-    for _ in range(10):
-        proc = docker_exec(PROBER, "ssh", *SSH_OPTS, f"deploy@{SERVER}", "id -un", timeout=60)
-        if proc.returncode == 0:
-            return proc.stdout.strip() == "deploy"
-        if "Permission denied" in proc.stderr:
-            return False
-        time.sleep(3)  # OpenSSH's per-source penalty after earlier refusals
-    return False
-
-
 def test_a_setting_sshd_refuses_stops_the_role_before_sshd_changes():
     # hardening_ssh_max_startups is a free string: "ten" passes the argument specs, and only
     # `sshd -T` on the new file can refuse it.
@@ -78,4 +64,4 @@ def test_a_setting_sshd_refuses_stops_the_role_before_sshd_changes():
     assert recap(out)[SERVER]["changed"] == 0
     assert recap(out)[SERVER]["failed"] == 1
     assert checksums() == before
-    assert deploy_logs_in()
+    assert key_login(SERVER)

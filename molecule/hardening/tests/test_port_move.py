@@ -5,30 +5,20 @@ valid key but outside the groups out. Then back to 22 (no group list)."""
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "shared"))
 from testlib import docker_exec, recap, run_playbook  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from prober import key_login  # noqa: E402
+
 SERVER = "hardening-debian12"
-PROBER = "hardening-prober"
 NEW_PORT = 2222
-SSH_OPTS = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-            "-o", "ConnectTimeout=10", "-o", "BatchMode=yes", "-i", "/root/.ssh/id_ed25519"]
 
 
 def login(port: int, user: str = "deploy") -> bool:
-    """USER logs in from the prober on PORT with the deploy key (fail2ban's bans lifted first)."""
-    docker_exec(SERVER, "fail2ban-client", "unban", "--all")
-    for _ in range(10):
-        proc = docker_exec(PROBER, "ssh", *SSH_OPTS, "-p", str(port), f"{user}@{SERVER}", "id -un", timeout=60)
-        if proc.returncode == 0:
-            return proc.stdout.strip() == user
-        if "Permission denied" in proc.stderr or "refused" in proc.stderr or "timed out" in proc.stderr:
-            return False
-        time.sleep(3)  # OpenSSH's per-source penalty after earlier refusals
-    return False
+    return key_login(SERVER, port, user)
 
 
 def listening_ports() -> set:
