@@ -68,9 +68,19 @@ ln -sf /etc/systemd/system/ssh-host-keys.service \
 systemctl enable ssh.service >/dev/null 2>&1 || true
 # Like a cloud image: no root password; tests and the demo log in with keys only.
 passwd -l root >/dev/null
+# Test bed only: a bytecode cache for the module code Ansible sends (see the module's text).
+site_dir=$(python3 -c 'import sys; print("/usr/local/lib/python3.%d/dist-packages" % sys.version_info[1])')
+mkdir -p "$site_dir"
+cat > "$site_dir/shipshape_ansiballz_cache.py" <<'PYTHON'
+@ANSIBALLZ_CACHE@PYTHON
+echo "import shipshape_ansiballz_cache" > "$site_dir/shipshape_ansiballz_cache.pth"
 apt-get clean
 rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /tmp/* /var/log/*.log
 """
+
+# The module the host images carry (scripts/image_files/); a change to it rebuilds them.
+ANSIBALLZ_CACHE = Path(__file__).resolve().parent / "image_files" / "shipshape_ansiballz_cache.py"
+POST_SCRIPT = POST_SCRIPT.replace("@ANSIBALLZ_CACHE@", ANSIBALLZ_CACHE.read_text())
 
 # A plain base for application images (the example app, a local Postgres): no systemd.
 BASE_POST_SCRIPT = r"""

@@ -181,9 +181,96 @@ def test_build_images_is_a_no_op_when_recipes_are_unchanged():
 
 @pytest.mark.parametrize("script", ["ensure_docker.py", "build_images.py", "demo.py",
                                     "run_scenarios.py", "check_log_secrets.py", "role_docs.py",
-                                    "loadgen.py", "bench_release.py"])
+                                    "loadgen.py", "bench_release.py", "bench_tasks.py"])
 def test_every_script_has_help(script):
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / script), "--help"],
                           capture_output=True, text=True, timeout=30, check=False)
     assert proc.returncode == 0
     assert "usage:" in proc.stdout
+
+
+# ------------------------------------------------------------------ the bytecode cache
+
+# Run inside a host image: imports the same module from two AnsiballZ-like archives at
+# different paths, then a changed source, as root and as an unprivileged user.
+CACHE_PROBE = r'''
+import json, os, subprocess, sys, traceback, zipfile
+
+CACHE = "/var/cache/shipshape-ansiballz"
+
+def archive(directory, source):
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, "ansible_probe_payload.zip")
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("probe_mod.py", source)
+    return path
+
+def entries():
+    return len(os.listdir(CACHE)) if os.path.isdir(CACHE) else 0
+
+RUN = """
+import sys, traceback
+sys.path.insert(0, sys.argv[1])
+import probe_mod
+try:
+    probe_mod.fail()
+except RuntimeError:
+    frames = traceback.extract_tb(sys.exc_info()[2])
+print(probe_mod.VALUE, frames[-1].filename)
+"""
+SOURCE = "VALUE = %d\ndef fail():\n    def inner():\n        raise RuntimeError('x')\n    inner()\n"
+
+def run(path, user=None):
+    cmd = [sys.executable, "-c", RUN, path]
+    if user:
+        cmd = ["setpriv", "--reuid", user, "--regid", user, "--clear-groups"] + cmd
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.split()
+    return int(out[0]), out[1]
+
+result = {"before": entries()}
+first = archive("/tmp/a", SOURCE % 1)
+result["first"] = run(first)
+result["after_first"] = entries()
+second = archive("/tmp/b", SOURCE % 1)
+result["second"] = run(second)
+result["after_second"] = entries()
+changed = archive("/tmp/c", SOURCE % 2)
+result["changed"] = run(changed)
+result["after_changed"] = entries()
+os.chmod("/tmp/c", 0o755)
+os.chmod(changed, 0o644)
+result["unprivileged"] = run(changed, user="65534")
+result["after_unprivileged"] = entries()
+result["mode"] = oct(os.stat(CACHE).st_mode & 0o777)
+print(json.dumps(result))
+'''
+
+
+def test_host_images_cache_the_compiled_module_code_correctly():
+    """The cache compiles each source once, never serves stale code, names the run's archive
+    in tracebacks, and is root's alone."""
+    import json
+    name = f"{testbed_common.PROJECT}-cache-probe-{os.getpid()}"
+    subprocess.run(["docker", "run", "-d", "--rm", "--name", name, "--entrypoint", "sleep",
+                    f"{testbed_common.PROJECT}/host:debian13", "600"],
+                   check=True, capture_output=True, timeout=60)
+    try:
+        proc = subprocess.run(["docker", "exec", "-i", name, "python3", "-"], input=CACHE_PROBE,
+                              capture_output=True, text=True, timeout=120, check=False)
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["before"] == 0
+    assert result["first"] == [1, "/tmp/a/ansible_probe_payload.zip/probe_mod.py"]
+    assert result["after_first"] == 1
+    # Same source from another archive: served from the cache, traceback names /tmp/b.
+    assert result["second"] == [1, "/tmp/b/ansible_probe_payload.zip/probe_mod.py"]
+    assert result["after_second"] == 1
+    # A changed source is compiled anew: the new value, not the cached one.
+    assert result["changed"] == [2, "/tmp/c/ansible_probe_payload.zip/probe_mod.py"]
+    assert result["after_changed"] == 2
+    # An unprivileged import works and neither reads nor writes root's cache.
+    assert result["unprivileged"] == [2, "/tmp/c/ansible_probe_payload.zip/probe_mod.py"]
+    assert result["after_unprivileged"] == 2
+    assert result["mode"] == "0o700"
