@@ -177,6 +177,89 @@ def test_a_port_dropped_from_the_allow_list_closes_again(box, name, allow_list_r
     assert "8080" not in box.check_output("iptables -S DOCKER-USER")
 
 
+MOVED = 2200
+
+
+def listen_sshd_on(box, port: int) -> None:
+    """sshd on port only (22 is the image's own), then wait until it listens there."""
+    if port == 22:
+        box.check_output("rm -f /etc/ssh/sshd_config.d/zz-ufwtest-port.conf")
+    else:
+        box.check_output(f"echo 'Port {port}' > /etc/ssh/sshd_config.d/zz-ufwtest-port.conf")
+    box.check_output("systemctl restart ssh.service")
+    box.check_output(f"for i in $(seq 50); do ss -H -l -t -n 'sport = :{port}' | grep -q . "
+                     "&& exit 0; sleep 0.2; done; exit 1")
+
+
+def ssh_rules(box) -> list[str]:
+    """`ufw status` lines of the SSH ports (22 and MOVED), whitespace squeezed."""
+    return [" ".join(line.split()) for line in box.check_output("ufw status").splitlines()
+            if line.split() and line.split()[0].split("/")[0] in ("22", str(MOVED))]
+
+
+@pytest.fixture(scope="module")
+def ssh_port_move():
+    """sshd moves from 22 to MOVED the way site.yml does it: the hardening role first opens
+    the new port with a plain allow (planted here), this role runs with ufw_ssh_port=MOVED
+    while sshd still listens on 22, sshd moves, this role runs again. A listener planted on
+    22 afterwards is probed from outside. Then everything goes back to 22."""
+    boxes = {name: testinfra.get_host(f"docker://{name}") for name in HARDENED}
+    prober = testinfra.get_host(f"docker://{PROBER}")
+    only_rules = ("--limit", ",".join(HARDENED), "--tags", "ufw_rules")
+    moved = {"ufw_ssh_port": MOVED}
+    seen = {"before_move": {}, "after_move": {}, "probe": {}, "back": {}}
+    try:
+        for box in boxes.values():
+            box.check_output(f"ufw allow {MOVED}/tcp")
+        seen["first_run"] = testlib.run_playbook("converge.yml", moved, *only_rules)
+        for name, box in boxes.items():
+            seen["before_move"][name] = ssh_rules(box)
+            listen_sshd_on(box, MOVED)
+        seen["second_run"] = testlib.run_playbook("converge.yml", moved, *only_rules)
+        for name, box in boxes.items():
+            seen["after_move"][name] = ssh_rules(box)
+            box.check_output("systemd-run --unit=ufwtest-old-ssh-port python3 -m http.server 22")
+            box.check_output("for i in $(seq 50); do ss -H -l -t -n 'sport = :22' | grep -q . "
+                             "&& exit 0; sleep 0.2; done; exit 1")
+            seen["probe"][name] = probe(prober, name, 22, MOVED)
+    finally:
+        for box in boxes.values():
+            box.run("systemctl stop ufwtest-old-ssh-port.service")
+            listen_sshd_on(box, 22)
+        seen["back_run"] = testlib.run_playbook("converge.yml", None, *only_rules)
+    for name, box in boxes.items():
+        seen["back"][name] = ssh_rules(box)
+    return seen
+
+
+def test_the_new_ssh_port_is_rate_limited_and_the_old_one_kept_while_sshd_listens(name, ssh_port_move):
+    seen = ssh_port_move
+    assert seen["first_run"].returncode == 0, seen["first_run"].stdout[-3000:]
+    rules = seen["before_move"][name]
+    # The plain allow the hardening role opened is now a limit; 22 stays: sshd is there.
+    assert f"{MOVED}/tcp LIMIT Anywhere" in rules, rules
+    assert f"{MOVED}/tcp ALLOW Anywhere" not in rules, rules
+    assert "22/tcp LIMIT Anywhere" in rules and "22/tcp (v6) LIMIT Anywhere (v6)" in rules, rules
+
+
+def test_the_old_ssh_port_closes_once_sshd_left_it(name, ssh_port_move):
+    seen = ssh_port_move
+    assert seen["second_run"].returncode == 0, seen["second_run"].stdout[-3000:]
+    assert testlib.recap(seen["second_run"].stdout)[name]["changed"] > 0
+    assert seen["after_move"][name] == [f"{MOVED}/tcp LIMIT Anywhere",
+                                        f"{MOVED}/tcp (v6) LIMIT Anywhere (v6)"]
+    # From outside: a service planted on the old port does not answer, sshd on the new does.
+    result = seen["probe"][name]
+    assert result[MOVED] == "open", result
+    assert_closed(result, 22)
+
+
+def test_moving_back_restores_the_ssh_rule(name, ssh_port_move):
+    seen = ssh_port_move
+    assert seen["back_run"].returncode == 0, seen["back_run"].stdout[-3000:]
+    assert seen["back"][name] == ["22/tcp LIMIT Anywhere", "22/tcp (v6) LIMIT Anywhere (v6)"]
+
+
 def assert_container_reaches_prober(box) -> None:
     prober_ip = testlib.container_ip(PROBER)
     outbound = box.run(
