@@ -3,7 +3,7 @@
 Runs after converge and idempotence. The tests build on each other in file order:
 deploy v1 -> rows -> redeploy v2 -> refused deploys (a missing env key, placeholder secrets,
 a wrong pinned host key) -> a broken migration whose error message holds the secrets -> v2's
-image pulled from a registry instead of built.
+image pulled from a registry that wants a login (a wrong password refused first) instead of built.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import base64
 import hashlib
 import json
 import re
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -247,40 +248,84 @@ def test_a_broken_migration_stops_the_deploy_masks_the_secrets_and_the_old_versi
     assert not host.file(f"{APP_ROOT}/deploy.lock").exists
 
 
-def test_the_app_image_can_come_from_a_registry(host):
+SERVER = "app-debian13"
+REGISTRY = "127.0.0.1:5000"
+REGISTRY_USER = "shipshape-pull"
+# Made at run time; given to the playbooks in a vars file, never on a command line.
+REGISTRY_PASSWORD = secrets.token_urlsafe(24)
+WRONG_REGISTRY_PASSWORD = secrets.token_urlsafe(24)
+
+
+def registry_login_vars(password: str) -> str:
+    path = testlib.ephemeral_dir() / "registry-login.yml"
+    path.write_text(yaml.safe_dump({"app_compose_registry_username": REGISTRY_USER,
+                                    "app_compose_registry_password": password}))
+    path.chmod(0o600)
+    return f"@{path}"
+
+
+def test_the_app_image_can_come_from_a_registry_that_wants_a_login(host):
     # A registry for the server: Debian's docker-registry (the distribution registry) on the
-    # server's loopback, where Docker speaks plain HTTP to a registry without extra settings.
-    # v2's image is pushed there and its registry name removed, so the deploy must pull it.
+    # server's loopback, where Docker speaks plain HTTP to a registry without extra settings,
+    # with htpasswd logins. v2's image is pushed there, its registry name removed and the
+    # engine logged out, so the deploy must log in and pull it.
     v2 = commit_of(host, "v2")
-    image = "127.0.0.1:5000/example/web"
-    # Debian's package asks for htpasswd logins; this one serves the loopback only, without.
+    image = f"{REGISTRY}/example/web"
     config = ("version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: /var/lib/docker-registry\n"
-              "http:\n  addr: 127.0.0.1:5000\n")
-    setup = host.run("DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker-registry "
-                     f"&& printf '{config}' > /etc/docker/registry/config.yml "
-                     "&& systemctl restart docker-registry "
-                     "&& for i in $(seq 30); do curl -sf http://127.0.0.1:5000/v2/ && exit 0; sleep 1; done; exit 1")
+              f"http:\n  addr: {REGISTRY}\n"
+              "auth:\n  htpasswd:\n    realm: shipshape\n    path: /etc/docker/registry/htpasswd\n")
+    setup = host.run("DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "
+                     "docker-registry apache2-utils")
     assert setup.rc == 0, setup.stdout[-2000:] + setup.stderr[-2000:]
-    push = host.run(f"docker tag example-web:{v2} {image}:{v2} && docker push -q {image}:{v2} && docker rmi {image}:{v2}")
+    entry = testlib.docker_exec(SERVER, "htpasswd", "-B", "-n", "-i", REGISTRY_USER, input_text=REGISTRY_PASSWORD)
+    assert entry.returncode == 0, entry.stderr
+    testlib.docker_exec(SERVER, "sh", "-c", "cat > /etc/docker/registry/htpasswd", input_text=entry.stdout)
+    setup = host.run(f"printf '{config}' > /etc/docker/registry/config.yml "
+                     "&& systemctl restart docker-registry "
+                     f"&& for i in $(seq 30); do [ \"$(curl -s -o /dev/null -w '%{{http_code}}' http://{REGISTRY}/v2/)\" = 401 ] "
+                     "&& exit 0; sleep 1; done; exit 1")
+    assert setup.rc == 0, setup.stdout[-2000:] + setup.stderr[-2000:]
+    login = testlib.docker_exec(SERVER, "docker", "login", "-u", REGISTRY_USER, "--password-stdin", REGISTRY,
+                                input_text=REGISTRY_PASSWORD)
+    assert login.returncode == 0, login.stderr
+    push = host.run(f"docker tag example-web:{v2} {image}:{v2} && docker push -q {image}:{v2} "
+                    f"&& docker rmi {image}:{v2} && docker logout {REGISTRY}")
     assert push.rc == 0, push.stdout + push.stderr
     assert host.run(f"docker image inspect {image}:{v2}").rc != 0
-    run = testlib.run_playbook("converge.yml", {"app_checkout_version": "v2", "app_compose_image_source": "pull",
-                                                "app_compose_image_name": image})
+    assert host.run(f"docker pull -q {image}:{v2}").rc != 0, "the registry must want a login"
+    before = health(host)["version"]
+    pull = {"app_checkout_version": "v2", "app_compose_image_source": "pull", "app_compose_image_name": image}
+
+    # A wrong password: the play stops at the login, names the variables, pulls nothing.
+    refused = testlib.run_playbook("converge.yml", pull, "-e", registry_login_vars(WRONG_REGISTRY_PASSWORD))
+    assert refused.returncode != 0
+    assert "app_compose_registry_password" in refused.stdout and f"to the registry {REGISTRY}" in refused.stdout
+    assert WRONG_REGISTRY_PASSWORD not in refused.stdout
+    assert host.run(f"docker image inspect {image}:{v2}").rc != 0
+    assert health(host)["version"] == before
+
+    run = testlib.run_playbook("converge.yml", pull, "-e", registry_login_vars(REGISTRY_PASSWORD))
     assert run.returncode == 0, run.stdout[-4000:]
+    assert REGISTRY_PASSWORD not in run.stdout
     pulled = run.stdout.split("TASK [app_compose : Pull the app images]", 1)[1].split("TASK [", 1)[0]
     # The pull ran (the layers are already on the server, so the module may report "ok");
     # the registry's name of the image, removed above, is back only because it was pulled.
-    assert re.search(r"^(ok|changed): \[app-debian13\]", pulled, re.M), pulled
+    assert re.search(rf"^(ok|changed): \[{SERVER}\]", pulled, re.M), pulled
     for build in run.stdout.split("TASK [app_compose : Build the app image for this version]")[1:]:
-        assert "skipping: [app-debian13]" in build.split("TASK [", 1)[0], "the image was built, not pulled"
+        assert f"skipping: [{SERVER}]" in build.split("TASK [", 1)[0], "the image was built, not pulled"
     assert host.run(f"docker image inspect {image}:{v2}").rc == 0
     running = host.run("docker ps --format '{{.Image}}' --filter label=com.docker.compose.project=example "
                        "--filter label=com.docker.compose.service=web").stdout.split()
     assert running == [f"{image}:{v2}"], running
     assert health(host)["version"] == v2
+    # The login stays for later pulls (a rollback), in root's Docker config, root's alone.
+    docker_config = host.file("/root/.docker/config.json")
+    assert docker_config.mode == 0o600 and REGISTRY in docker_config.content_string
 
 
 def test_no_secret_in_the_output_of_the_test_runs():
     log = (Path(testlib.os.environ["MOLECULE_PROJECT_DIRECTORY"]) / ".cache/molecule/app.runs.log").read_text()
-    for name, value in [*ENV_SECRETS.items(), ("app_superuser_password", SECRETS["app_superuser_password"])]:
+    for name, value in [*ENV_SECRETS.items(), ("app_superuser_password", SECRETS["app_superuser_password"]),
+                        ("app_compose_registry_password", REGISTRY_PASSWORD),
+                        ("a wrong app_compose_registry_password", WRONG_REGISTRY_PASSWORD)]:
         assert value not in log, f"the value of {name} appears in the output"
