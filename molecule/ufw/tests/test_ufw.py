@@ -187,6 +187,10 @@ def listen_sshd_on(box, port: int) -> None:
     else:
         box.check_output(f"echo 'Port {port}' > /etc/ssh/sshd_config.d/zz-ufwtest-port.conf")
     box.check_output("systemctl restart ssh.service")
+    wait_listening(box, port)
+
+
+def wait_listening(box, port: int) -> None:
     box.check_output(f"for i in $(seq 50); do ss -H -l -t -n 'sport = :{port}' | grep -q . "
                      "&& exit 0; sleep 0.2; done; exit 1")
 
@@ -219,8 +223,7 @@ def ssh_port_move():
         for name, box in boxes.items():
             seen["after_move"][name] = ssh_rules(box)
             box.check_output("systemd-run --unit=ufwtest-old-ssh-port python3 -m http.server 22")
-            box.check_output("for i in $(seq 50); do ss -H -l -t -n 'sport = :22' | grep -q . "
-                             "&& exit 0; sleep 0.2; done; exit 1")
+            wait_listening(box, 22)
             seen["probe"][name] = probe(prober, name, 22, MOVED)
     finally:
         for box in boxes.values():
