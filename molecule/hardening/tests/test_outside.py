@@ -32,8 +32,19 @@ def ssh_from_prober(*args: str, password: str | None = None) -> subprocess.Compl
     if password is not None:
         # BatchMode would forbid password prompts; sshpass answers them instead.
         cmd = ["sshpass", "-p", password, "ssh", *SSH_OPTS, "-o", "BatchMode=no", *args]
+    proc = None
     for _ in range(20):
-        proc = docker_exec(PROBER, *cmd, timeout=60)
+        try:
+            proc = docker_exec(PROBER, *cmd, timeout=30)
+        except subprocess.TimeoutExpired:
+            # fail2ban counts the failures these tests provoke on purpose and can ban the
+            # prober while an attempt is under way; that attempt's packets are then dropped
+            # and ssh waits far longer than ConnectTimeout. Lift the bans and try again.
+            unban_all()
+            continue
+        if proc.returncode == 255 and ("Connection refused" in proc.stderr or "timed out" in proc.stderr):
+            unban_all()  # banned before this attempt connected: the same, caught earlier
+            continue
         # OpenSSH 9.8+ (Debian 13) penalises a source address after failed logins by closing
         # its connections before the key exchange for a few seconds (PerSourcePenalties):
         # the refusals these tests provoke on purpose trigger it. Wait it out.
@@ -43,15 +54,20 @@ def ssh_from_prober(*args: str, password: str | None = None) -> subprocess.Compl
         if not penalised:
             return proc
         time.sleep(3)
+    assert proc is not None, f"every attempt of {' '.join(cmd)} hung"
     return proc
+
+
+def unban_all() -> None:
+    for server in SERVERS:
+        docker_exec(server, "fail2ban-client", "unban", "--all")
 
 
 @pytest.fixture(autouse=True)
 def unbanned():
     """fail2ban bans the prober (and the controller) after the failures these tests provoke
     on purpose; each test starts with no bans, so the tests do not depend on their order."""
-    for server in SERVERS:
-        docker_exec(server, "fail2ban-client", "unban", "--all")
+    unban_all()
     yield
 
 
