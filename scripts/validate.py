@@ -76,6 +76,7 @@ PROBE_VARS = (
     "tls_domains", "tls_acme_email", "tls_acme_server",
     "app_compose_files", "app_compose_stateful_files", "app_compose_web_service",
     "app_compose_variables", "app_migrations_db_service", "preflight_supported_debian_releases",
+    "app_compose_image_source", "app_compose_registry_username", "app_compose_registry_password",
     "shipshape_public_address", "shipshape_dns_overrides", "shipshape_public_http_port",
     "shipshape_public_https_port", "shipshape_min_disk_free_mb", "shipshape_min_memory_mb",
 )
@@ -88,6 +89,9 @@ DEFAULTS = {
     "app_compose_stateful_files": ["compose.db.yaml"],
     "app_compose_web_service": "web",
     "app_compose_variables": {},
+    "app_compose_image_source": "build",
+    "app_compose_registry_username": "",
+    "app_compose_registry_password": "",
     "app_migrations_db_service": "db",
     "preflight_supported_debian_releases": ["12", "13"],
     "shipshape_public_address": "",
@@ -509,8 +513,20 @@ def check_variables(report: Report, hostvars: dict, inventory: Path, prepare_cmd
                 if why:
                     problem("app_checkout_env_secrets", f"app_checkout_env_secrets.{key} {why}{on}",
                             f"keep secrets in the vault with strong values ({prepare_cmd} generates them)")
-        for name in ("app_superuser_password", "backups_restic_password", "app_checkout_deploy_key"):
+        for name in ("app_superuser_password", "backups_restic_password", "app_checkout_deploy_key",
+                     "app_compose_registry_password"):
             report.hide(values.get(name) if isinstance(values.get(name), str) else None)
+        # The registry login of the pull source: a user and a password, or neither.
+        if values.get("app_compose_image_source", DEFAULTS["app_compose_image_source"]) == "pull":
+            login = {name: str(values.get(name) or "") for name in
+                     ("app_compose_registry_username", "app_compose_registry_password")}
+            empty = [name for name, value in login.items() if not value]
+            if len(empty) == 1:
+                other = next(name for name in login if name not in empty)
+                problem(empty[0], f"{empty[0]} is empty while {other} is set{on}: the registry login "
+                        f"needs both", f"set both in {main} (the password from the vault, e.g. "
+                        f"app_compose_registry_password: \"{{{{ vault_registry_password }}}}\"), or neither "
+                        f"for a public registry")
 
     for var, detail, fix in problems:
         report.add(f"variable {var}", "FAIL", detail, fix)

@@ -263,6 +263,15 @@ def case_web_host_without_the_database_host(inv, pw, servers):
     (inv / "hosts.yml").write_text("---\n" + yaml.safe_dump(hosts, sort_keys=False))
 
 
+REGISTRY_PASSWORD = "registry-pw-Zq8LmT3xW"
+
+
+def case_registry_password_without_user(inv, pw, servers):
+    edit_main(inv, "app_compose_image_source", "pull")
+    edit_main(inv, "app_compose_registry_password", "{{ vault_registry_password }}")
+    edit_vault(inv, pw, "vault_registry_password", REGISTRY_PASSWORD)
+
+
 def case_unsupported_os(inv, pw, servers):
     write_hosts(inv, servers, servers[OLD_OS])
     edit_main(inv, "shipshape_dns_overrides", {DOMAIN: servers[OLD_OS]})
@@ -300,6 +309,9 @@ CASES = [
      r"the database runs on vt-db \(group db\), but the web hosts look for it on themselves "
      r"\(app_checkout_env\.POSTGRES_HOST of vt: db\)",
      r"set app_checkout_env\.POSTGRES_HOST for the web hosts .* to the private address of vt-db", SERVER),
+    (case_registry_password_without_user, "variable app_compose_registry_username",
+     r"app_compose_registry_username is empty while app_compose_registry_password is set",
+     r"set both in .*main\.yml .*or neither for a public registry", SERVER),
     (case_unsupported_os, "os vt", r"vt runs Debian 11.*supported are Debian 12 and 13",
      r"install Debian 13", OLD_OS),
 ]
@@ -327,7 +339,7 @@ def test_bad_input_fails_names_the_thing_and_the_fix_and_changes_nothing(
         "\n".join(f"{r['check']} {r['status']} {r['detail']}" for r in rows)
     assert after == before, "validate.py changed something on the server"
     out = proc.stdout + proc.stderr
-    for value in [*good["secrets"], "abc123xyz"]:
+    for value in [*good["secrets"], "abc123xyz", REGISTRY_PASSWORD]:
         assert value not in out
 
 
