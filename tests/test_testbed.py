@@ -6,6 +6,7 @@ The failure paths run the real scripts as a real unprivileged user or against a 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -181,12 +182,22 @@ def test_build_images_is_a_no_op_when_recipes_are_unchanged():
 
 @pytest.mark.parametrize("script", ["ensure_docker.py", "build_images.py", "demo.py",
                                     "run_scenarios.py", "check_log_secrets.py", "role_docs.py",
-                                    "loadgen.py", "bench_release.py", "bench_tasks.py"])
+                                    "loadgen.py", "bench_release.py", "bench_tasks.py",
+                                    "machine_speed.py"])
 def test_every_script_has_help(script):
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / script), "--help"],
                           capture_output=True, text=True, timeout=30, check=False)
     assert proc.returncode == 0
     assert "usage:" in proc.stdout
+
+
+def test_machine_speed_prints_both_figures():
+    proc = subprocess.run([sys.executable, str(REPO / "scripts/machine_speed.py"), "--json"],
+                          capture_output=True, text=True, timeout=120, check=True)
+    figures = json.loads(proc.stdout)
+    assert set(figures) == {"python_ms", "spawn_ms"}
+    # Plausible for any machine that runs this suite: above zero, below ten seconds.
+    assert 0 < figures["python_ms"] < 10_000 and 0 < figures["spawn_ms"] < 10_000, figures
 
 
 # ------------------------------------------------------------------ the bytecode cache
