@@ -1,6 +1,7 @@
 """Certificate lifecycle against the live Pebble: renewal, a broken nginx configuration
-(deploy hook and play), changed names, the expiry check, bad input, a failed request
-while the ACME server is down, and check mode on a fresh host.
+(deploy hook and play), a second site with other HSTS and rate-limit settings, changed
+names, the expiry check, bad input, a failed request while the ACME server is down, and
+check mode on a fresh host.
 
 These run after test_edge.py (pytest runs files in name order) and in this order; the
 last one leaves the edge with the certificate names of converge.yml. Stopping Pebble
@@ -9,6 +10,7 @@ changes its roots, so the test that does it comes last.
 
 from __future__ import annotations
 
+import ssl
 import time
 
 import pytest
@@ -17,6 +19,7 @@ from tlsprobe import ACME, EDGE, NAMES, PEBBLE_TLS_CERT, https, issuer_cn, pebbl
 
 testinfra_hosts = [f"ansible://{EDGE}"]
 EXTRA = "api.app.example.test"
+SECOND = "shop.example.test"
 CONVERGE = "converge.yml"
 DEPLOY_HOOK = "/etc/letsencrypt/renewal-hooks/deploy/shipshape-reload-nginx"
 # nginx.conf includes every conf.d/*.conf: nginx would load this file at its next reload.
@@ -120,12 +123,45 @@ def test_broken_configuration_fails_the_play_and_nginx_keeps_serving(host, edge_
     assert https(edge_ip, NAMES[0], pebble_root, "/")[1]["strict-transport-security"] == HSTS
 
 
+def test_a_second_site_other_hsts_and_no_rate_limit(edge_ip, pebble_root):
+    """Settings the other tests leave at their defaults: a second tls_domains entry gets a
+    certificate and a server block of its own, the HSTS settings reach both sites' header,
+    and with the rate limit off a burst past it all passes. The next test puts the
+    converge.yml settings back."""
+    proc = testlib.run_playbook(CONVERGE, {
+        "tls_domains": [{"name": NAMES[0], "aliases": [NAMES[1]]}, {"name": SECOND}],
+        "tls_hsts_max_age": 300, "tls_hsts_include_subdomains": True, "tls_rate_limit_enabled": False})
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    for _ in range(20):  # the reload takes a moment
+        try:
+            second = served_cert(edge_ip, SECOND, pebble_root)
+            break
+        except (ssl.SSLError, OSError):
+            time.sleep(1)
+    else:
+        second = served_cert(edge_ip, SECOND, pebble_root)
+    assert sans(second) == {SECOND}
+    assert sans(served_cert(edge_ip, NAMES[0], pebble_root)) == set(NAMES)
+    assert issuer_cn(second).startswith("Pebble Intermediate CA")
+    for name in (NAMES[0], SECOND):
+        status, headers, _ = https(edge_ip, name, pebble_root, "/")
+        assert status == 200, name
+        assert headers["strict-transport-security"] == "max-age=300; includeSubDomains", name
+    # converge.yml allows 5 in a burst at 10 a minute; with the limit off, 15 in a row pass.
+    assert [https(edge_ip, NAMES[0], pebble_root, "/admin/")[0] for _ in range(15)] == [200] * 15
+
+
 def test_changed_names_get_a_new_certificate(edge_ip, pebble_root):
     proc = testlib.run_playbook(CONVERGE, domains(NAMES[1], EXTRA))
     assert proc.returncode == 0, proc.stdout[-3000:]
     cert = served_until(edge_ip, pebble_root, lambda c: EXTRA in sans(c))
     assert sans(cert) == {*NAMES, EXTRA}
     assert served_cert(edge_ip, EXTRA, pebble_root)["serialNumber"] == cert["serialNumber"]
+    # The second site of the test before is no longer configured: its server block is gone,
+    # and the HSTS header is the default again.
+    with pytest.raises((ssl.SSLError, OSError)):
+        served_cert(edge_ip, SECOND, pebble_root)
+    assert https(edge_ip, NAMES[0], pebble_root, "/")[1]["strict-transport-security"] == HSTS
 
 
 def test_expiry_check_fails_or_warns_when_too_close():
