@@ -211,11 +211,15 @@ def test_a_second_deploy_at_the_same_time_is_stopped_by_the_lock(host, server_ip
     held = {}
     try:
         for _ in range(240):
-            lock = host.file(f"{APP_ROOT}/deploy.lock")
-            if lock.exists:
-                held = json.loads(lock.content_string or "{}")
-                if int(held.get("pid", 0)) == first.pid:
-                    break
+            # One read: between a test for the file and a read of it, the first deploy may
+            # remove the stale lock, and its own may be half written.
+            read = host.run(f"cat -- {APP_ROOT}/deploy.lock")
+            try:
+                held = json.loads(read.stdout) if read.rc == 0 and read.stdout.strip() else {}
+            except ValueError:
+                held = {}
+            if int(held.get("pid", 0)) == first.pid:
+                break
             time.sleep(0.5)
         # The lock names the first deploy's own ansible-playbook process (how a lock whose
         # deploy is gone is recognised).
