@@ -90,8 +90,6 @@ DEFAULTS = {
     "app_compose_web_service": "web",
     "app_compose_variables": {},
     "app_compose_image_source": "build",
-    "app_compose_registry_username": "",
-    "app_compose_registry_password": "",
     "app_migrations_db_service": "db",
     "preflight_supported_debian_releases": ["12", "13"],
     "shipshape_public_address": "",

@@ -27,11 +27,15 @@ SSH_OPTS = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/nul
 LYNIS_MIN = 80
 
 
-def ssh_from_prober(*args: str, password: str | None = None) -> subprocess.CompletedProcess:
-    cmd = ["ssh", *SSH_OPTS, "-o", "BatchMode=yes", *args]
+def ssh_command(*args: str, password: str | None = None) -> list:
     if password is not None:
         # BatchMode would forbid password prompts; sshpass answers them instead.
-        cmd = ["sshpass", "-p", password, "ssh", *SSH_OPTS, "-o", "BatchMode=no", *args]
+        return ["sshpass", "-p", password, "ssh", *SSH_OPTS, "-o", "BatchMode=no", *args]
+    return ["ssh", *SSH_OPTS, "-o", "BatchMode=yes", *args]
+
+
+def ssh_from_prober(*args: str, password: str | None = None) -> subprocess.CompletedProcess:
+    cmd = ssh_command(*args, password=password)
     proc = None
     for _ in range(20):
         try:
@@ -127,16 +131,15 @@ def test_fail2ban_bans_an_address_after_repeated_failures():
             try:
                 # The ban can land while this attempt is past the TCP handshake: its packets
                 # are then dropped and ssh would hang far longer than ConnectTimeout.
-                docker_exec(PROBER, "ssh", *SSH_OPTS, "-o", "BatchMode=yes", "-i", "/root/.ssh/id_ed25519",
-                            f"nosuchuser@{server}", "true", timeout=20)
+                docker_exec(PROBER, *ssh_command("-i", "/root/.ssh/id_ed25519", f"nosuchuser@{server}", "true"),
+                            timeout=20)
             except subprocess.TimeoutExpired:
                 pass
         else:
             time.sleep(1)
     assert prober_ip in banned, banned
     # Banned: even the deploy user's key no longer gets through from that address.
-    proc = docker_exec(PROBER, "ssh", *SSH_OPTS, "-o", "BatchMode=yes", "-i", "/root/.ssh/id_ed25519",
-                       f"deploy@{server}", "true", timeout=60)
+    proc = docker_exec(PROBER, *ssh_command("-i", "/root/.ssh/id_ed25519", f"deploy@{server}", "true"), timeout=60)
     assert proc.returncode == 255
     assert "Connection refused" in proc.stderr or "timed out" in proc.stderr, proc.stderr
 

@@ -31,13 +31,19 @@ def domains(*aliases: str) -> dict:
     return {"tls_domains": [{"name": NAMES[0], "aliases": list(aliases)}]}
 
 
-def served_until(edge_ip, pebble_root, predicate, timeout=20):
-    """The served certificate once `predicate` holds for it (reloads take a moment)."""
+def served_until(edge_ip, pebble_root, predicate, timeout=20, name=NAMES[0]):
+    """The certificate served for `name` once `predicate` holds for it (reloads take a
+    moment; a name nginx does not serve yet is refused until then)."""
     deadline = time.monotonic() + timeout
     while True:
-        cert = served_cert(edge_ip, NAMES[0], pebble_root)
-        if predicate(cert) or time.monotonic() > deadline:
-            return cert
+        try:
+            cert = served_cert(edge_ip, name, pebble_root)
+        except (ssl.SSLError, OSError):
+            if time.monotonic() > deadline:
+                raise
+        else:
+            if predicate(cert) or time.monotonic() > deadline:
+                return cert
         time.sleep(1)
 
 
@@ -132,14 +138,7 @@ def test_a_second_site_other_hsts_and_no_rate_limit(edge_ip, pebble_root):
         "tls_domains": [{"name": NAMES[0], "aliases": [NAMES[1]]}, {"name": SECOND}],
         "tls_hsts_max_age": 300, "tls_hsts_include_subdomains": True, "tls_rate_limit_enabled": False})
     assert proc.returncode == 0, proc.stdout[-3000:]
-    for _ in range(20):  # the reload takes a moment
-        try:
-            second = served_cert(edge_ip, SECOND, pebble_root)
-            break
-        except (ssl.SSLError, OSError):
-            time.sleep(1)
-    else:
-        second = served_cert(edge_ip, SECOND, pebble_root)
+    second = served_until(edge_ip, pebble_root, lambda c: True, name=SECOND)
     assert sans(second) == {SECOND}
     assert sans(served_cert(edge_ip, NAMES[0], pebble_root)) == set(NAMES)
     assert issuer_cn(second).startswith("Pebble Intermediate CA")
