@@ -31,3 +31,10 @@ def test_host_keys_are_unique_to_the_instance(host):
 def test_preflight_left_a_marker_free_host(host):
     # The pre-flight play only reads; it must not leave files behind.
     assert not host.file("/etc/shipshape").exists
+
+
+def test_the_tests_reach_the_host_over_ssh(host):
+    # The scenario's driver is `default`: Molecule and testinfra log in over real SSH with the
+    # key create.yml made, not through `docker exec` (which sets no SSH_CONNECTION).
+    client_ip, _, server_ip, server_port = host.run("echo $SSH_CONNECTION").stdout.split()
+    assert server_port == "22" and client_ip != server_ip
