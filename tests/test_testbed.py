@@ -183,7 +183,7 @@ def test_build_images_is_a_no_op_when_recipes_are_unchanged():
 @pytest.mark.parametrize("script", ["ensure_docker.py", "build_images.py", "demo.py",
                                     "run_scenarios.py", "check_log_secrets.py", "role_docs.py",
                                     "loadgen.py", "bench_release.py", "bench_tasks.py",
-                                    "machine_speed.py"])
+                                    "bench_connection.py", "machine_speed.py"])
 def test_every_script_has_help(script):
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / script), "--help"],
                           capture_output=True, text=True, timeout=30, check=False)
