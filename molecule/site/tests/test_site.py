@@ -138,6 +138,19 @@ def test_only_ssh_http_and_https_answer_from_outside(server_ip):
     assert [port for port in (8000, 5432, 6379, 2375) if answers(server_ip, port)] == []
 
 
+def test_ansible_logs_in_over_ssh_as_the_deploy_user_who_may_sudo(host, server_ip):
+    # The scenario reaches the server as a rented one is reached: SSH as the deploy user with
+    # the run's key (molecule/shared/create.yml), through the hardened sshd and the firewall.
+    key = host.ansible.get_variables()["ansible_private_key_file"]
+    proc = subprocess.run(
+        ["ssh", "-i", key, "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "ControlPath=none",
+         "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10",
+         f"deploy@{server_ip}", "sudo -n sshd -T | grep -E '^(permitrootlogin|passwordauthentication) '"],
+        capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(proc.stdout.splitlines()) == ["passwordauthentication no", "permitrootlogin no"], proc.stdout
+
+
 def test_the_planted_service_still_listens_so_the_firewall_is_what_closes_it(host):
     assert host.socket("tcp://0.0.0.0:6379").is_listening
 
