@@ -6,7 +6,7 @@ the host, where Python imports it from a zip archive and, without a cache, compi
 source again every time. The host images carry a bytecode cache for it
 (scripts/image_files/shipshape_ansiballz_cache.py). This starts a Debian 13 host container
 from the test-bed image and runs a playbook of TASKS trivial tasks (`command: true`) over
-Molecule's connection (community.docker.docker, pipelining on), alternating runs with the
+`docker exec` (community.docker.docker, pipelining on), alternating runs with the
 cache on and off (its .pth file moved aside). For each it prints the median wall time, the
 median CPU time the whole machine spent (controller, Docker engine and host together), the
 time per task and the ratio of the two.
