@@ -49,6 +49,7 @@ VAULT = REPO_ROOT / "inventories/local/group_vars/all/vault.yml"
 PREPARE_ARGS = ["local", "--domain", DOMAIN, "--repo", "file:///srv/git/example.git",
                 "--email", "ops@shipshape.test"]
 DEPLOY_USER = "deploy"
+PROVIDER_LOGIN = REPO_ROOT / "scripts/provider_login.sh"
 SSH_PORT = int(os.environ.get("SHIPSHAPE_DEMO_SSH_PORT", "2222"))
 HTTP_PORT = int(os.environ.get("SHIPSHAPE_DEMO_HTTP_PORT", "8080"))
 HTTPS_PORT = int(os.environ.get("SHIPSHAPE_DEMO_HTTPS_PORT", "8443"))
@@ -140,23 +141,12 @@ def start_server() -> None:
 
 def provision_login(container: str = CONTAINER, key: Path = KEY) -> None:
     """What a provider does for a new server: a sudo user that logs in with your key."""
-    pub = key.with_suffix(".pub").read_text().strip()
-    script = f"""
-set -eu
-id {DEPLOY_USER} >/dev/null 2>&1 || useradd --create-home --shell /bin/bash {DEPLOY_USER}
-install -d -m 0700 -o {DEPLOY_USER} -g {DEPLOY_USER} /home/{DEPLOY_USER}/.ssh
-printf '%s\\n' '{pub}' > /home/{DEPLOY_USER}/.ssh/authorized_keys
-chown {DEPLOY_USER}:{DEPLOY_USER} /home/{DEPLOY_USER}/.ssh/authorized_keys
-chmod 0600 /home/{DEPLOY_USER}/.ssh/authorized_keys
-printf '%s\\n' '{DEPLOY_USER} ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/90-provider
-chmod 0440 /etc/sudoers.d/90-provider
-visudo -cqf /etc/sudoers.d/90-provider
-# A container has a read-only /proc/sys; Docker 26 needs this to start containers there.
-install -d /etc/systemd/system/docker.service.d
-printf '[Service]\\nEnvironment=DOCKER_ALLOW_IPV6_ON_IPV4_INTERFACE=1\\n' \\
-  > /etc/systemd/system/docker.service.d/10-demo-container.conf
-"""
-    dexec("sh", "-c", script, container=container)
+    dexec("sh", "-c", PROVIDER_LOGIN.read_text(), "sh", DEPLOY_USER,
+          input_text=key.with_suffix(".pub").read_text(), container=container)
+    # A container has a read-only /proc/sys; Docker 26 needs this to start containers there.
+    dexec("sh", "-c", "install -d /etc/systemd/system/docker.service.d && "
+          "printf '[Service]\\nEnvironment=DOCKER_ALLOW_IPV6_ON_IPV4_INTERFACE=1\\n' "
+          "> /etc/systemd/system/docker.service.d/10-demo-container.conf", container=container)
 
 
 def wait_for_ssh(timeout: int = 60, host: str = "127.0.0.1", port: int = SSH_PORT,
