@@ -39,15 +39,17 @@ lint: venv ## yamllint and ansible-lint (production profile)
 pytest: venv images ## Tests of the scripts, the example app, the demo and the role conventions
 	pytest tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; else exit $$rc; fi
 
-# Scenarios run MOLECULE_JOBS at a time; each one's output is kept in .cache/molecule/NAME.log
-# and searched for the scenario's secret values (scripts/run_scenarios.py).
-MOLECULE_JOBS ?= 2
+# Scenarios run one job more than the machine has cores at a time, or MOLECULE_JOBS=N; each
+# one's output is kept in .cache/molecule/NAME.log and searched for the scenario's secret
+# values (scripts/run_scenarios.py).
+MOLECULE_JOBS ?=
+JOBS_FLAG  := $(if $(MOLECULE_JOBS),--jobs $(MOLECULE_JOBS))
 molecule: venv images ## Every Molecule scenario (or SCENARIOS="a b")
-	python scripts/run_scenarios.py --jobs $(MOLECULE_JOBS) $(SCENARIOS)
+	python scripts/run_scenarios.py $(JOBS_FLAG) $(SCENARIOS)
 
 # `make test` runs lint and pytest as two more jobs beside the scenarios (same logs, same report).
 test: venv images ## Everything CI runs: lint, pytest and every scenario, MOLECULE_JOBS at a time
-	python scripts/run_scenarios.py --jobs $(MOLECULE_JOBS) --lint --pytest $(SCENARIOS)
+	python scripts/run_scenarios.py $(JOBS_FLAG) --lint --pytest $(SCENARIOS)
 
 demo: venv images ## Deploy the example app onto a local server container
 	$(BIN)/python scripts/demo.py up
