@@ -48,7 +48,7 @@ molecule: venv images ## Every Molecule scenario (or SCENARIOS="a b")
 	python scripts/run_scenarios.py $(JOBS_FLAG) $(SCENARIOS)
 
 # `make test` runs lint and pytest as two more jobs beside the scenarios (same logs, same report).
-test: venv images ## Everything CI runs: lint, pytest and every scenario, MOLECULE_JOBS at a time
+test: venv images ## Everything CI runs: lint, pytest and every scenario, one job more than the cores at a time
 	python scripts/run_scenarios.py $(JOBS_FLAG) --lint --pytest $(SCENARIOS)
 
 demo: venv images ## Deploy the example app onto a local server container
