@@ -1,16 +1,19 @@
 #!/usr/bin/env python3
 """The local demo: a Debian 13 "server" in a container, deployed to over real SSH.
 
-  up     generate the local environment's secrets into its vault (`scripts/prepare.py
-         local`, vault password in .demo/local.vault-pass), start the demo server (systemd,
-         sshd, Docker inside; SSH, HTTP and HTTPS published on 127.0.0.1 only, with a key
-         generated now) and a local ACME server (Pebble) that issues its certificate, put the
-         example app's repository and the images it needs beside it, check everything with
-         `scripts/validate.py -i inventories/local`, then run
-         `ansible-playbook site.yml -i inventories/local` over SSH and print where the app is served.
-  down   remove everything `up` made: containers, volumes, network, generated key, vault and
-         its password.
-  status show whether the demo server runs and how to reach it.
+  up        generate the local environment's secrets into its vault (`scripts/prepare.py
+            local`, vault password in .demo/local.vault-pass), start the demo server (systemd,
+            sshd, Docker inside; SSH, HTTP and HTTPS published on 127.0.0.1 only, with a key
+            generated now) and a local ACME server (Pebble) that issues its certificate, put the
+            example app's repository and the images it needs beside it, check everything with
+            `scripts/validate.py -i inventories/local`, then run
+            `ansible-playbook site.yml -i inventories/local` over SSH and print where the app is served.
+  down      remove everything `up` made: containers, volumes, network, generated key, vault and
+            its password.
+  versions  add the example app's later versions (tags v1, v2, v3 ... of
+            molecule/app/make_repo.py) to the demo server's repository, to try deploy.yml and
+            rollback.yml on it.
+  status    show whether the demo server runs and how to reach it.
 
 The demo server stands in for a freshly rented server: a `deploy` user that logs in with
 a key and may use sudo, as a cloud provider's image gives you.
@@ -46,7 +49,8 @@ VAULT_PASSWORD_FILE = STATE_DIR / "local.vault-pass"
 ACME_ROOT = STATE_DIR / "acme-root.pem"
 VAULT = REPO_ROOT / "inventories/local/group_vars/all/vault.yml"
 # What `scripts/prepare.py local` is given: the settings of inventories/local.
-PREPARE_ARGS = ["local", "--domain", DOMAIN, "--repo", "file:///srv/git/example.git",
+ORIGIN = "/srv/git/example.git"  # the example app's repository on the demo server
+PREPARE_ARGS = ["local", "--domain", DOMAIN, "--repo", f"file://{ORIGIN}",
                 "--email", "ops@shipshape.test"]
 DEPLOY_USER = "deploy"
 PROVIDER_LOGIN = REPO_ROOT / "scripts/provider_login.sh"
@@ -215,10 +219,29 @@ def put_repository(container: str = CONTAINER) -> None:
         run([*git, "add", "-A"], cwd=work)
         run([*git, "commit", "-q", "-m", "Example app"], cwd=work)
         run(["git", "clone", "-q", "--bare", str(work), str(Path(tmp, "example.git"))])
-        dexec("rm", "-rf", "/srv/git/example.git", container=container)
-        dexec("mkdir", "-p", "/srv/git", container=container)
-        run(["docker", "cp", str(Path(tmp, "example.git")), f"{container}:/srv/git/example.git"])
-        dexec("chown", "-R", f"{DEPLOY_USER}:{DEPLOY_USER}", "/srv/git", container=container)
+        dexec("rm", "-rf", ORIGIN, container=container)
+        dexec("mkdir", "-p", str(Path(ORIGIN).parent), container=container)
+        run(["docker", "cp", str(Path(tmp, "example.git")), f"{container}:{ORIGIN}"])
+        dexec("chown", "-R", f"{DEPLOY_USER}:{DEPLOY_USER}", str(Path(ORIGIN).parent), container=container)
+
+
+def add_versions(container: str = CONTAINER) -> dict:
+    """Later versions of the example app as tags in the demo server's repository, beside the
+    `main` that `up` deploys: v1, v2, v3 ... of molecule/app/make_repo.py (what each is for is
+    said there). For the tests and benchmarks that deploy and roll back; {tag: commit}."""
+    with tempfile.TemporaryDirectory(prefix=f"{PROJECT}-demo-versions-") as tmp:
+        bare = Path(tmp, "example.git")
+        run([sys.executable, str(REPO_ROOT / "molecule/app/make_repo.py"), str(REPO_ROOT / "examples/django-app"),
+             str(bare)], capture=True)
+        # Not to /tmp: it is a tmpfs in the container, which `docker cp` does not write into.
+        run(["docker", "cp", str(bare), f"{container}:/var/tmp/example-versions.git"], capture=True)
+    git = f"git -c safe.directory='*' -C {ORIGIN}"
+    dexec("sh", "-ec", f"{git} fetch -q /var/tmp/example-versions.git 'refs/tags/*:refs/tags/*'; "
+          f"rm -rf /var/tmp/example-versions.git; chown -R {DEPLOY_USER}:{DEPLOY_USER} {ORIGIN}",
+          container=container)
+    refs = dexec("sh", "-ec", f"for ref in main $({git} tag); do echo \"$ref $({git} rev-parse \"$ref^{{commit}}\")\"; done",
+                 container=container).stdout.decode().split("\n")
+    return dict(line.split() for line in refs if line.strip())
 
 
 def start_acme() -> None:
@@ -317,6 +340,20 @@ def down(_args) -> int:
     return 0
 
 
+def versions(_args) -> int:
+    if container_state() != "running":
+        die("the demo server does not run; `make demo` first")
+    try:
+        found = add_versions()
+    except TestbedError as exc:
+        die(str(exc))
+    for ref, commit in found.items():
+        print(f"{ref:16} {commit}")
+    say("deploy one: ansible-playbook playbooks/deploy.yml -i inventories/local "
+        f"--vault-password-file {VAULT_PASSWORD_FILE.relative_to(REPO_ROOT)} -e app_checkout_version=v2")
+    return 0
+
+
 def status(_args) -> int:
     state = container_state() if docker_answers() else None
     say(f"demo server {CONTAINER}: {state or 'absent'}")
@@ -332,6 +369,8 @@ def main(argv=None) -> int:
     p_up.add_argument("ansible_args", nargs="*", help="extra ansible-playbook arguments (after --)")
     p_up.set_defaults(func=up)
     sub.add_parser("down", help="remove everything the demo made").set_defaults(func=down)
+    sub.add_parser("versions", help="add the example app's later versions (tags v1, v2, v3 ...) to the demo "
+                   "server's repository, to try deploy.yml and rollback.yml").set_defaults(func=versions)
     sub.add_parser("status", help="show whether the demo server runs").set_defaults(func=status)
     args = parser.parse_args(argv)
     return args.func(args)
