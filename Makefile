@@ -36,7 +36,7 @@ lint: venv ## yamllint and ansible-lint (production profile)
 	yamllint --strict .
 	ansible-lint --profile production
 
-pytest: venv images ## Tests of the scripts, the example app, the demo and the role conventions
+pytest: venv images ## Tests of the scripts, the example app, the role conventions and the whole site on the demo server
 	pytest tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; else exit $$rc; fi
 
 # Scenarios run one job more than the machine has cores at a time, or MOLECULE_JOBS=N; each

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Run Molecule scenarios (`molecule test -s NAME`), several at a time, and report.
 
-With --pytest the pytest suite (tests/) is one more job in the same pool, and with --lint
-so are yamllint and ansible-lint: the machine's cores stay busy while one job waits on a
+With --pytest the pytest suite (tests/) is two more jobs in the same pool (the tests of the
+demo server, tests/test_demo*.py, which deploy the whole site, and the others), and with
+--lint so are yamllint and ansible-lint: the machine's cores stay busy while one job waits on a
 container, and `make test` ends sooner than with lint and pytest first and the scenarios after.
 
 Each scenario's whole output goes to .cache/molecule/NAME.log. When a scenario has
@@ -34,8 +35,11 @@ LOGS = REPO / ".cache" / "molecule"
 ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
        "PYTHONUNBUFFERED": "1"}
 # Longest first (as measured on a 2-core machine), so the slowest jobs do not start last.
-ORDER = ["site", "multihost", "hardening", "pytest", "app", "backups", "tls", "ufw", "docker", "lint", "default"]
+ORDER = ["demo", "multihost", "hardening", "app", "tls", "backups", "ufw", "pytest", "docker", "lint", "default"]
 PYTEST = "pytest"
+DEMO = "demo"
+# The tests of the demo server share one demo (tests/conftest.py): they are one job.
+DEMO_TESTS = "tests/test_demo*.py"
 LINT = "lint"
 # Each job waits at times (containers starting, health gates, the drain of a release): with
 # one job per core the cores were idle 14 % of a `make test`, with one job more about 3 %,
@@ -68,11 +72,14 @@ def run_logged(cmd: list, log: Path, start: float) -> int:
     return proc.returncode
 
 
-def run_pytest() -> tuple:
+def run_pytest(name: str) -> tuple:
+    """The demo server's tests (DEMO), or the rest of tests/ (PYTEST)."""
     start = time.monotonic()
-    rc = run_logged([sys.executable, "-m", "pytest", "--durations=15", "tests"], LOGS / f"{PYTEST}.log", start)
-    note = "pytest: no tests collected" if rc == 5 else ""
-    return PYTEST, 0 if rc == 5 else rc, time.monotonic() - start, note
+    selection = (sorted(str(p.relative_to(REPO)) for p in REPO.glob(DEMO_TESTS)) if name == DEMO
+                 else ["tests", f"--ignore-glob={DEMO_TESTS}"])
+    rc = run_logged([sys.executable, "-m", "pytest", "--durations=15", *selection], LOGS / f"{name}.log", start)
+    note = f"{name}: no tests collected" if rc == 5 else ""
+    return name, 0 if rc == 5 else rc, time.monotonic() - start, note
 
 
 def run_lint() -> tuple:
@@ -84,8 +91,8 @@ def run_lint() -> tuple:
 
 
 def run_one(name: str) -> tuple:
-    if name == PYTEST:
-        return run_pytest()
+    if name in (PYTEST, DEMO):
+        return run_pytest(name)
     if name == LINT:
         return run_lint()
     log = LOGS / f"{name}.log"
@@ -138,7 +145,8 @@ def main(argv=None) -> int:
     parser.add_argument("--jobs", type=int, default=DEFAULT_JOBS,
                         help=f"jobs at a time (default: one more than the cores, here {DEFAULT_JOBS})")
     parser.add_argument("--pytest", action="store_true",
-                        help="run the pytest suite (tests/) as one more job in the pool")
+                        help="run the pytest suite (tests/) as two more jobs in the pool: the demo "
+                             "server's tests, and the others")
     parser.add_argument("--lint", action="store_true",
                         help="run yamllint and ansible-lint as one more job in the pool")
     args = parser.parse_args(argv)
@@ -147,7 +155,7 @@ def main(argv=None) -> int:
     if unknown:
         print(f"no such scenario: {', '.join(unknown)}", file=sys.stderr)
         return 2
-    extra = [job for job, wanted in ((PYTEST, args.pytest), (LINT, args.lint)) if wanted]
+    extra = [job for job, wanted in ((DEMO, args.pytest), (PYTEST, args.pytest), (LINT, args.lint)) if wanted]
     if extra:
         names = sorted([*extra, *names], key=lambda s: ORDER.index(s) if s in ORDER else len(ORDER))
     LOGS.mkdir(parents=True, exist_ok=True)

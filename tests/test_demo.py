@@ -1,7 +1,8 @@
 """`scripts/demo.py up` starts a real server container and a real ACME server (Pebble),
 reaches the server over real SSH with a key made at run time, runs site.yml, and the
 example app then answers over HTTPS with a certificate from that ACME server; `down`
-removes everything it made."""
+removes everything it made (test_demo_operations.py, which goes on with the same server).
+The demo fixture (conftest.py) runs `up` once."""
 
 from __future__ import annotations
 
@@ -12,30 +13,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-REPO = Path(__file__).resolve().parent.parent
-DEMO = [sys.executable, str(REPO / "scripts/demo.py")]
+from conftest import REPO, docker
 # The hardening role's lockout proof (roles/hardening/tasks/ssh.yml): after sshd reloads,
 # a fresh SSH login as the deploy user. It only runs over SSH, which the demo uses.
 RECONNECT_TASK = "TASK [hardening : Connect afresh over SSH as the deploy user]"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-def docker(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["docker", *args], capture_output=True, text=True, check=False)
-
-
-@pytest.fixture(scope="module")
-def demo():
-    if docker("inspect", "shipshape-demo").returncode == 0:
-        pytest.skip("a demo server is already running here; `make demo-down` first")
-    proc = subprocess.run([*DEMO, "up"], cwd=REPO, capture_output=True, text=True,
-                          timeout=1800, check=False)
-    yield proc
-    down = subprocess.run([*DEMO, "down"], cwd=REPO, capture_output=True, text=True,
-                          timeout=300, check=False)
-    assert down.returncode == 0, down.stderr
 
 
 def test_up_runs_site_yml_over_ssh(demo):
@@ -125,14 +107,3 @@ def test_the_generated_key_logs_in_and_may_sudo(demo):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "demo"
     assert oct((REPO / ".demo/id_ed25519").stat().st_mode & 0o777) == "0o600"
-
-
-def test_down_removes_everything():
-    # Runs after the module fixture has been torn down only if ordered last; check directly.
-    subprocess.run([*DEMO, "down"], cwd=REPO, capture_output=True, text=True, timeout=300, check=True)
-    assert docker("inspect", "shipshape-demo").returncode != 0
-    assert docker("inspect", "shipshape-demo-acme").returncode != 0
-    assert docker("volume", "inspect", "shipshape-demo-var-lib-docker").returncode != 0
-    assert docker("network", "inspect", "shipshape-demo").returncode != 0
-    assert not (REPO / ".demo").exists()
-    assert not (REPO / "inventories/local/group_vars/all/vault.yml").exists()

@@ -8,7 +8,7 @@ Tags, in commit order:
   v2       a newer commit (a harmless change), for the redeploy test
   newkey   .env.example names a key the inventory does not set
   broken   a migration that fails, for the failed-deploy test
-and on a branch from v2 (the release tests of the site scenario):
+and on a branch from v2 (the release tests on the demo server and in the multihost scenario):
   unhealthy  v2 whose /health answers 503: a release that fails its health gate
   v3         v2 and a new migration (a column added): a schema older releases do not know
 and on a branch from v2 (the masking test of the app scenario):

@@ -1,0 +1,31 @@
+"""The demo server, shared by the tests of `make demo` (test_demo.py) and of what an operator
+does next with the server it deploys (test_demo_operations.py): `scripts/demo.py up` runs
+once for both, and `down` at the end."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO = [sys.executable, str(REPO / "scripts/demo.py")]
+
+
+def docker(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, check=False)
+
+
+@pytest.fixture(scope="session")
+def demo():
+    """What `scripts/demo.py up` printed; the demo is up (or the tests show why not)."""
+    if docker("inspect", "shipshape-demo").returncode == 0:
+        pytest.skip("a demo server is already running here; `make demo-down` first")
+    proc = subprocess.run([*DEMO, "up"], cwd=REPO, capture_output=True, text=True,
+                          timeout=1800, check=False)
+    yield proc
+    down = subprocess.run([*DEMO, "down"], cwd=REPO, capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert down.returncode == 0, down.stderr

@@ -1,0 +1,439 @@
+"""What an operator does with the server once `make demo` has deployed it, as with a
+production server, and what a visitor and an attacker see of it.
+
+The demo server is the one the demo fixture started (conftest.py): site.yml on a bare
+Debian 13 server container over SSH, with Docker inside, the example app, nginx with a
+certificate from a real ACME server (Pebble) and the backups. Here:
+  - site.yml again changes nothing;
+  - from outside (the server's address on the demo network, as a rented server's public
+    address): HTTPS with the ACME server's certificate, and only SSH, HTTP and HTTPS answer;
+  - the post-deploy validation (verify.yml): normal, in check mode, and with planted faults
+    it must report;
+  - deploy.yml shipping a newer version while a second deploy is stopped by the deploy lock,
+    release retention, rollback.yml (refused when the schema is newer than the target
+    release, then forced), a backup that the summary reports, and production.yml refusing
+    to start when a pre-flight check fails;
+  - no secret in any of this output, and `down` removes everything.
+The playbooks run as an operator runs them (`-i inventories/local` with the vault password),
+reaching the server at its address on the demo network. Deploys and rollbacks under constant
+HTTPS load, and a release that fails its health gate, are proven host by host behind a
+balancer in the multihost scenario. The tests run in file order and build on each other.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import testinfra
+
+from conftest import DEMO, REPO, docker
+
+sys.path.insert(0, str(REPO / "scripts"))
+import demo as demo_cli  # noqa: E402  scripts/demo.py
+
+SERVER = "demo"
+CONTAINER = "shipshape-demo"
+NAME = "app.shipshape.test"
+STATE = REPO / ".demo"
+KEY = STATE / "id_ed25519"
+KNOWN_HOSTS = STATE / "known_hosts"
+VAULT_PASSWORD_FILE = STATE / "local.vault-pass"
+ROOT_CA = STATE / "acme-root.pem"
+INVENTORY = REPO / "inventories/local"
+VAULT = INVENTORY / "group_vars/all/vault.yml"
+PLAYBOOKS = REPO / "playbooks"
+APP_ROOT = "/srv/example"
+BIN = Path(sys.executable).parent
+# The post-deploy validation is proven above; deploys that test something else skip it.
+NO_VALIDATION = ("--skip-tags", "verify")
+OUTPUTS: list = []  # every playbook's output, searched for the secrets at the end
+
+
+@pytest.fixture(scope="module")
+def server_ip(demo) -> str:
+    assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
+    ip = docker("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+                CONTAINER).stdout.strip()
+    assert ip
+    # The server's host key at that address, beside the one demo.py recorded for 127.0.0.1:2222.
+    scan = subprocess.run(["ssh-keyscan", "-t", "ed25519", ip], capture_output=True, text=True,
+                          timeout=30, check=False)
+    assert scan.returncode == 0 and scan.stdout.strip(), scan.stderr
+    with open(KNOWN_HOSTS, "a") as known:
+        known.write(scan.stdout)
+    return ip
+
+
+@pytest.fixture(scope="module")
+def host(server_ip):
+    # One multiplexed connection for all the commands: the firewall rate-limits new SSH
+    # connections from one address (ufw limit).
+    control_path = "/tmp/shipshape-demo-tests-%C"
+    options = (f"-o UserKnownHostsFile={KNOWN_HOSTS} -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes "
+               f"-o ControlMaster=auto -o ControlPersist=120s -o ControlPath={control_path}")
+    yield testinfra.get_host(f"ssh://deploy@{server_ip}", ssh_identity_file=str(KEY), sudo=True,
+                             ssh_extra_args=options)
+    subprocess.run(["ssh", "-o", f"ControlPath={control_path}", "-O", "exit", f"deploy@{server_ip}"],
+                   capture_output=True, check=False)
+
+
+@pytest.fixture(scope="module")
+def versions(server_ip) -> dict:
+    """The example app's later versions as tags in the server's repository (`demo.py versions`),
+    beside the `main` the demo deployed; {ref: commit}."""
+    found = demo_cli.add_versions()
+    assert {"main", "v2", "v3"} <= found.keys(), found
+    return found
+
+
+@pytest.fixture(scope="module")
+def other_ca(tmp_path_factory) -> Path:
+    """A CA that did not sign the site's certificate: the one of Pebble's own HTTPS."""
+    path = tmp_path_factory.mktemp("ca") / "other-ca.pem"
+    path.write_text(docker("exec", "shipshape-demo-acme", "cat", "/etc/pebble/cert.pem").stdout)
+    assert "BEGIN CERTIFICATE" in path.read_text()
+    return path
+
+
+def run_playbook(playbook: Path, extra: dict | None = None, *args: str, ip: str | None = None,
+                 timeout: int = 900, wait: bool = True):
+    """ansible-playbook as an operator runs it; with ip, the server is reached at that address."""
+    cmd = [str(BIN / "ansible-playbook"), "-i", str(INVENTORY), "--vault-password-file", str(VAULT_PASSWORD_FILE),
+           str(playbook)]
+    extra = dict(extra or {})
+    if ip:
+        extra.update(ansible_host=ip, ansible_port=22)
+    if extra:
+        cmd += ["-e", json.dumps(extra)]
+    cmd += list(args)
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", ANSIBLE_CONFIG=str(REPO / "ansible.cfg"))
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    if not wait:
+        return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=timeout, check=False)
+    OUTPUTS.append(proc.stdout)
+    return proc
+
+
+def recap(output: str) -> dict:
+    """{host: {ok, changed, failed, ...}} from the last PLAY RECAP of a playbook's output."""
+    tail = output[output.rindex("PLAY RECAP"):]
+    return {m.group(1): {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", m.group(2))}
+            for m in re.finditer(r"^(\S+)\s*:\s*(ok=.*)$", tail, re.M)}
+
+
+def curl(ip: str, path: str, cafile: Path = ROOT_CA) -> subprocess.CompletedProcess:
+    """HTTPS to the server as a browser would, the name resolved to the server's address."""
+    return subprocess.run(
+        ["curl", "-sS", "--max-time", "15", "--cacert", str(cafile), "--resolve", f"{NAME}:443:{ip}",
+         "-w", "\n%{http_code}", f"https://{NAME}{path}"],
+        capture_output=True, text=True, timeout=30, check=False)
+
+
+def answers(ip: str, port: int) -> bool:
+    try:
+        with socket.create_connection((ip, port), timeout=3):
+            return True
+    except OSError:
+        return False
+
+
+def summary(output: str) -> str:
+    """The summary the validation printed (the debug task's message)."""
+    start = output.rfind(f"Post-deploy validation of {SERVER}: ")
+    assert start >= 0, output[-3000:]
+    return output[start:output.find("\n    ]", start)]
+
+
+def last_backup(host) -> str:
+    """What the summary must say about the last backup (site.yml may have made one)."""
+    status = host.file("/var/backups/example/status.json")
+    if not status.exists:
+        return "no backup yet"
+    return json.loads(status.content_string)["last_success"]
+
+
+def ledger(host) -> list:
+    return [json.loads(line) for line in host.file(f"{APP_ROOT}/releases.jsonl").content_string.splitlines() if line]
+
+
+def current_release(host) -> dict:
+    return json.loads(host.file(f"{APP_ROOT}/current/release.json").content_string)
+
+
+def served_version(ip: str) -> str:
+    body, status = curl(ip, "/health").stdout.rsplit("\n", 1)
+    assert status == "200", body
+    return json.loads(body)["version"]
+
+
+def second_slot_is_gone(host) -> bool:
+    return host.run("docker ps -aq --filter label=com.docker.compose.project=example-next").stdout.strip() == ""
+
+
+def upstream_port(host) -> int:
+    text = host.file("/etc/nginx/conf.d/shipshape-upstream.conf").content_string
+    return int(re.search(r"server 127\.0\.0\.1:(\d+);", text).group(1))
+
+
+def run_verify(ip: str, *args: str, extra: dict | None = None) -> subprocess.CompletedProcess:
+    # From the controller to the server's address on the demo network, where HTTPS is on 443
+    # (demo.py publishes it on 127.0.0.1:8443, where the ports cannot be probed).
+    return run_playbook(PLAYBOOKS / "verify.yml", {"verify_https_port": 443, **(extra or {})}, *args, ip=ip,
+                        timeout=600)
+
+
+# ------------------------------------------------------------------ site.yml again
+
+def test_site_yml_again_changes_nothing(demo):
+    assert demo.returncode == 0, demo.stdout[-3000:]
+    run = run_playbook(REPO / "site.yml")
+    assert run.returncode == 0, run.stdout[-4000:]
+    counts = recap(run.stdout)[SERVER]
+    assert counts["changed"] == 0 and counts["failed"] == 0, run.stdout[-6000:]
+
+
+# ------------------------------------------------------------------ from outside
+
+def test_health_answers_over_https_with_a_certificate_from_the_acme_server(host, server_ip, versions):
+    proc = curl(server_ip, "/health")
+    assert proc.returncode == 0, proc.stderr
+    body, status = proc.stdout.rsplit("\n", 1)
+    assert status == "200"
+    health = json.loads(body)
+    assert health["status"] == "ok" and health["database"] == "ok"
+    assert health["version"] == versions["main"]
+
+
+def test_the_certificate_does_not_verify_against_another_ca(server_ip, other_ca):
+    # Negative control: the same request fails when the trusted CA did not sign the chain.
+    proc = curl(server_ip, "/health", other_ca)
+    assert proc.returncode == 60, (proc.returncode, proc.stderr)
+
+
+def test_a_forgotten_service_listens_on_every_address(host):
+    # Bad state an operator may leave behind: the firewall is what must keep it unreachable.
+    started = host.run("systemd-run --unit forgotten-cache python3 -m http.server --bind 0.0.0.0 6379")
+    assert started.rc == 0, started.stderr
+    for _ in range(30):
+        if host.socket("tcp://0.0.0.0:6379").is_listening:
+            break
+        time.sleep(0.5)
+    assert host.socket("tcp://0.0.0.0:6379").is_listening
+
+
+def test_only_ssh_http_and_https_answer_from_outside(server_ip):
+    assert {port for port in (22, 80, 443) if answers(server_ip, port)} == {22, 80, 443}
+    # 8000: the app (published on 127.0.0.1); 5432: the database; 6379: the forgotten service;
+    # 2375: Docker's API.
+    assert [port for port in (8000, 5432, 6379, 2375) if answers(server_ip, port)] == []
+
+
+def test_root_and_password_logins_are_off(host):
+    settings = host.run("sshd -T").stdout.splitlines()
+    assert "permitrootlogin no" in settings and "passwordauthentication no" in settings
+
+
+def test_the_app_is_published_on_loopback_only(host):
+    ports = host.run("docker ps --format '{{.Names}} {{.Ports}}'").stdout
+    web = [line for line in ports.splitlines() if "web" in line]
+    assert web and all("127.0.0.1:8000->8000/tcp" in line for line in web)
+    assert "0.0.0.0:" not in ports
+
+
+# ------------------------------------------------------------------ the validation play
+
+def test_validation_passes_changes_nothing_and_prints_the_summary(host, server_ip, versions):
+    run = run_verify(server_ip)
+    assert run.returncode == 0, run.stdout[-4000:]
+    assert recap(run.stdout)[SERVER]["changed"] == 0
+    text = summary(run.stdout)
+    assert re.search(r"all \d+ checks passed", text), text
+    assert f"URL:          https://{NAME}/" in text
+    assert f"commit:       {versions['main']}" in text
+    assert "issued by Pebble Intermediate CA" in text
+    assert "open ports:   22, 80, 443" in text
+    assert f"last backup:  {last_backup(host)}" in text
+    for check in ("health", "certificate", "headers", "admin page", "rate limit", "allowed ports answer",
+                  "other ports closed", "app logs"):
+        assert f"PASS  {check}" in text, text
+
+
+def test_validation_in_check_mode(server_ip):
+    run = run_verify(server_ip, "--check")
+    assert run.returncode == 0, run.stdout[-4000:]
+    assert recap(run.stdout)[SERVER]["changed"] == 0
+    assert re.search(r"all \d+ checks passed", summary(run.stdout))
+
+
+def test_validation_reports_every_planted_fault(host, server_ip, other_ca):
+    # Faults: a port the firewall now lets through to the forgotten service, a CA bundle that
+    # did not sign the certificate, and a log pattern every healthy request matches.
+    assert host.run("ufw allow 6379/tcp").rc == 0
+    try:
+        run = run_verify(server_ip, extra={"verify_ca_bundle": str(other_ca), "verify_logs_pattern": "GET /health"})
+    finally:
+        assert host.run("ufw delete allow 6379/tcp").rc == 0
+    assert run.returncode != 0
+    assert recap(run.stdout)[SERVER]["changed"] == 0
+    text = summary(run.stdout)
+    assert "checks FAILED" in text
+    for check in ("health", "certificate", "headers", "admin page", "rate limit", "app logs"):
+        assert f"FAIL  {check}" in text, text
+    assert "the certificate did not verify" in text
+    assert "open but not allowed: 6379" in text
+    assert "PASS  allowed ports answer" in text
+    assert "post-deploy check(s) failed" in run.stdout
+
+
+# ------------------------------------------------------------------ the other playbooks
+
+def test_a_second_deploy_at_the_same_time_is_stopped_by_the_lock(host, server_ip, versions):
+    # A lock left by a deploy whose ansible-playbook is gone (same controller, dead pid):
+    # the first deploy removes it and takes the lock.
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    stale = {"deployer": "ops@" + socket.gethostname(), "controller": socket.gethostname(), "pid": gone.pid,
+             "started": "2026-01-01T00:00:00Z", "epoch": int(time.time()), "version": "main"}
+    assert host.run(f"printf '%s\\n' {shlex.quote(json.dumps(stale))} > {APP_ROOT}/deploy.lock").rc == 0
+    first = run_playbook(PLAYBOOKS / "deploy.yml", {"app_checkout_version": "v2"}, *NO_VALIDATION, ip=server_ip,
+                         wait=False)
+    held = {}
+    try:
+        for _ in range(240):
+            # One read: between a test for the file and a read of it, the first deploy may
+            # remove the stale lock, and its own may be half written.
+            read = host.run(f"cat -- {APP_ROOT}/deploy.lock")
+            try:
+                held = json.loads(read.stdout) if read.rc == 0 and read.stdout.strip() else {}
+            except ValueError:
+                held = {}
+            if int(held.get("pid", 0)) == first.pid:
+                break
+            time.sleep(0.5)
+        # The lock names the first deploy's own ansible-playbook process (how a lock whose
+        # deploy is gone is recognised).
+        assert int(held.get("pid", 0)) == first.pid and held["controller"] == socket.gethostname(), held
+        second = run_playbook(PLAYBOOKS / "deploy.yml", {"app_checkout_version": "main", "app_release_lock_wait": 0},
+                              *NO_VALIDATION, ip=server_ip, timeout=600)
+    finally:
+        out, _ = first.communicate(timeout=900)
+        OUTPUTS.append(out)
+    assert first.returncode == 0, out[-4000:]
+    assert "Removed a stale deploy lock" in out
+    assert second.returncode != 0
+    assert f"Another deploy holds the deploy lock {APP_ROOT}/deploy.lock" in second.stdout
+    assert f"{held['deployer']} from {held['controller']} (ansible-playbook pid {held['pid']})" in second.stdout
+    assert "deploying version 'v2'" in second.stdout
+    # The blocked deploy changed nothing: the checkout is the first deploy's (v2), not main.
+    assert host.run(f"git -c safe.directory='*' -C {APP_ROOT}/src rev-parse HEAD").stdout.strip() == versions["v2"]
+    assert "TASK [app_checkout" not in second.stdout
+    assert not host.file(f"{APP_ROOT}/deploy.lock").exists
+    # The first deploy: only the app stage ran (the validation was skipped here), and v2
+    # started beside the release before it and took the traffic once healthy (the multihost
+    # scenario proves that no request fails meanwhile). At rest, the app project serves on 8000 again.
+    assert "TASK [hardening" not in out and "TASK [tls" not in out
+    assert "TASK [app_release : Start the new release on the second port]" in out
+    assert served_version(server_ip) == versions["v2"]
+    assert upstream_port(host) == 8000 and second_slot_is_gone(host)
+    release = current_release(host)
+    assert release["commit"] == versions["v2"] and release["image"].endswith(f":{versions['v2']}")
+    last = ledger(host)[-1]
+    assert (last["kind"], last["result"], last["commit"], last["release"]) == \
+        ("deploy", "success", versions["v2"], release["id"])
+    assert last["migrations"] == "none pending" and last["deployed_by"] and last["image_id"].startswith("sha256:")
+
+
+def test_rollback_refuses_a_release_older_than_the_schema_unless_forced(host, server_ip, versions):
+    main, v2, v3 = versions["main"], versions["v2"], versions["v3"]
+    served_before = current_release(host)  # v2, from the deploy above
+    assert served_before["commit"] == v2
+    # v3 adds a column. Only two releases are kept: the two that served last (v2 and now
+    # v3); the first release (main) goes, with its image.
+    run = run_playbook(PLAYBOOKS / "deploy.yml", {"app_checkout_version": "v3", "app_release_keep": 2},
+                       *NO_VALIDATION, ip=server_ip)
+    assert run.returncode == 0, run.stdout[-4000:]
+    assert served_version(server_ip) == v3 and ledger(host)[-1]["migrations"] == "applied"
+    releases = host.run(f"ls {APP_ROOT}/releases").stdout.split()
+    assert releases == sorted([served_before["id"], current_release(host)["id"]])
+    assert host.run(f"docker image inspect example-web:{main}").rc != 0
+    assert host.run(f"docker image inspect example-web:{v2}").rc == 0
+    # The release that served before v3 (v2) does not know the new migration: refused,
+    # nothing changes.
+    refused = run_playbook(PLAYBOOKS / "rollback.yml", ip=server_ip, timeout=600)
+    assert refused.returncode != 0
+    assert f"Release {served_before['id']} does not know 1 migration(s) the database has applied: " \
+           "notes.0002_note_pinned" in refused.stdout
+    assert "app_release_rollback_force=true" in refused.stdout
+    assert served_version(server_ip) == v3 and current_release(host)["commit"] == v3
+    assert "TASK [app_checkout" not in refused.stdout
+    # Forced: back to v2's release without a rebuild; its release directory takes the traffic
+    # before the checkout moves (the multihost scenario times this under load).
+    forced = run_playbook(PLAYBOOKS / "rollback.yml", {"app_release_rollback_force": True}, ip=server_ip,
+                          timeout=600)
+    assert forced.returncode == 0, forced.stdout[-4000:]
+    out = forced.stdout
+    assert "WARNING: rolling back" in out
+    assert out.index("TASK [app_release : Send new requests to the new release]") < out.index("TASK [app_checkout")
+    build = out.split("TASK [app_compose : Build the app image for this version]", 1)[1].split("TASK [", 1)[0]
+    assert f"ok: [{SERVER}]" in build and "changed" not in build
+    assert served_version(server_ip) == v2
+    release = current_release(host)
+    assert release["commit"] == v2 and release["id"] == served_before["id"]
+    last = ledger(host)[-1]
+    assert (last["kind"], last["result"], last["commit"], last["migrations"]) == ("rollback", "success", v2, "not run")
+    assert upstream_port(host) == 8000 and second_slot_is_gone(host)
+
+
+def test_the_summary_reports_the_last_backup(host, server_ip):
+    before = last_backup(host)
+    backup = host.run("systemctl start shipshape-backup.service")
+    assert backup.rc == 0, backup.stdout + backup.stderr
+    after = last_backup(host)
+    assert after not in (before, "no backup yet")
+    run = run_verify(server_ip, "--tags", "verify_summary")
+    assert run.returncode == 0, run.stdout[-4000:]
+    assert f"last backup:  {after}" in summary(run.stdout)
+
+
+def test_production_refuses_to_start_when_a_preflight_check_fails(host, server_ip):
+    before = host.run(f"git -c safe.directory='*' -C {APP_ROOT}/src rev-parse HEAD").stdout
+    run = run_playbook(PLAYBOOKS / "production.yml",
+                       {"preflight_supported_debian_releases": ["12"], "app_checkout_version": "main"},
+                       ip=server_ip, timeout=300)
+    assert run.returncode != 0
+    assert "supported are Debian 12" in run.stdout
+    assert "TASK [hardening" not in run.stdout and "TASK [app_checkout" not in run.stdout
+    assert host.run(f"git -c safe.directory='*' -C {APP_ROOT}/src rev-parse HEAD").stdout == before
+
+
+def test_no_secret_in_the_output_of_the_playbooks(demo):
+    assert OUTPUTS, "no playbook ran"
+    plain = subprocess.run([str(BIN / "ansible-vault"), "view", "--vault-password-file", str(VAULT_PASSWORD_FILE),
+                            str(VAULT)], capture_output=True, text=True, check=True).stdout
+    values = re.findall(r'^vault_\w+: "(.+)"$', plain, re.M)
+    assert len(values) >= 4
+    for value in values:
+        assert all(value not in output for output in OUTPUTS)
+
+
+# ------------------------------------------------------------------ down
+
+def test_down_removes_everything():
+    subprocess.run([*DEMO, "down"], cwd=REPO, capture_output=True, text=True, timeout=300, check=True)
+    assert docker("inspect", CONTAINER).returncode != 0
+    assert docker("inspect", "shipshape-demo-acme").returncode != 0
+    assert docker("volume", "inspect", "shipshape-demo-var-lib-docker").returncode != 0
+    assert docker("network", "inspect", "shipshape-demo").returncode != 0
+    assert not STATE.exists()
+    assert not VAULT.exists()
