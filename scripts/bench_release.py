@@ -2,9 +2,9 @@
 """What visitors see during a redeploy: ours (playbooks/deploy.yml) against a plain
 `docker compose up -d` recreate of the same change, both under constant HTTPS load.
 
-Drives the instances of the `site` Molecule scenario (a Debian 13 server with the whole
-site, a Git server with the example app's tags v1 and v2, and Pebble). Starting from v1
-serving, each round:
+Drives the demo (scripts/demo.py: a Debian 13 server with the whole site, reached over SSH,
+and Pebble), with the example app's tags v1 and v2 added to its repository (`demo.py
+versions`). Starting from v1 serving, each round:
 
   1. deploy.yml to v2 under load        (ours: the new release starts beside the old one,
                                           gets the traffic once healthy)
@@ -17,17 +17,17 @@ over HTTPS with the certificate verified. It prints, per method, the failed requ
 latency percentiles, the time the change took and how long after its start the new version
 first answered a visitor (medians over the rounds).
 
-  bench_release.py                  fresh instances (molecule destroy, create, converge), 3 rounds
-  bench_release.py --reuse          instances already converged (`molecule converge -s site`)
+  bench_release.py                  a fresh demo (demo.py down, then up), 3 rounds
+  bench_release.py --reuse          the demo that runs (`make demo`)
   bench_release.py --rounds 1 --rate 50 --keep
 
-Needs what `make test` needs: the virtualenv, a Docker engine and the test-bed images.
+The playbooks reach the server at its address on the demo network (where the load goes too).
+Needs what `make demo` needs: the virtualenv, a Docker engine and the test-bed images.
 """
 
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import statistics
@@ -38,44 +38,50 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
+import demo  # noqa: E402
 from loadgen import Load, describe  # noqa: E402
 
-SCENARIO = "site"
-SERVER = "site-debian13"
-NAME = "app.site.test"
-CACHE = REPO / ".cache" / "molecule" / SCENARIO
+SERVER = demo.CONTAINER
+NAME = demo.DOMAIN
 LOG_DIR = REPO / ".cache" / "bench"
 BIN = Path(sys.executable).parent
 
 
 def env() -> dict:
     return dict(os.environ, ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1", PY_COLORS="0", NO_COLOR="1",
-                MOLECULE_PROJECT_DIRECTORY=str(REPO), ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
-                PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+                ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
 
 
-def molecule(step: str, log: Path) -> None:
-    proc = subprocess.run([str(BIN / "molecule"), step, "-s", SCENARIO], cwd=REPO, env=env(),
+def demo_cmd(command: str, log: Path) -> None:
+    proc = subprocess.run([sys.executable, str(REPO / "scripts/demo.py"), command], cwd=REPO, env=env(),
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
     log.write_text(proc.stdout)
     if proc.returncode != 0:
-        sys.exit(f"bench_release: `molecule {step} -s {SCENARIO}` failed; see {log}")
+        sys.exit(f"bench_release: `demo.py {command}` failed; see {log}")
 
 
-def inventory() -> str:
-    """The inventory Molecule wrote for the scenario's instances (the newest one)."""
-    found = sorted(glob.glob(os.path.expanduser(f"~/.ansible/tmp/molecule.*.{SCENARIO}/inventory")),
-                   key=os.path.getmtime)
-    if not found:
-        sys.exit("bench_release: no Molecule inventory of the site scenario; run without --reuse")
-    return found[-1]
+def server_ip() -> str:
+    return demo.container_ip()
+
+
+def reach_at_address(ip: str) -> None:
+    """The server's host key at its address on the demo network, beside 127.0.0.1:2222's."""
+    scan = subprocess.run(["ssh-keyscan", "-t", "ed25519", ip], capture_output=True, text=True, timeout=30,
+                          check=False)
+    if scan.returncode != 0 or not scan.stdout.strip():
+        sys.exit(f"bench_release: the demo server's sshd does not answer at {ip}")
+    if scan.stdout not in demo.KNOWN_HOSTS.read_text():
+        with open(demo.KNOWN_HOSTS, "a") as known:
+            known.write(scan.stdout)
 
 
 def playbook(name: str, extra: dict, log: Path) -> float:
+    extra = {"ansible_host": server_ip(), "ansible_port": 22, **extra}
     start = time.monotonic()
-    proc = subprocess.run([str(BIN / "ansible-playbook"), "-i", inventory(), str(REPO / "playbooks" / name),
-                           "-e", json.dumps(extra)], cwd=REPO, env=env(), stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, check=False)
+    proc = subprocess.run([str(BIN / "ansible-playbook"), "-i", "inventories/local", "--vault-password-file",
+                           str(demo.VAULT_PASSWORD_FILE), str(REPO / "playbooks" / name), "-e", json.dumps(extra)],
+                          cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          check=False)
     took = time.monotonic() - start
     log.write_text(proc.stdout)
     if proc.returncode != 0:
@@ -90,11 +96,6 @@ def on_server(script: str) -> float:
     if proc.returncode != 0:
         sys.exit(f"bench_release: on the server: {script}\n{proc.stdout}{proc.stderr}")
     return time.monotonic() - start
-
-
-def commit(tag: str) -> str:
-    return subprocess.run(["git", "-C", str(CACHE / "example.git"), "rev-parse", f"{tag}^{{commit}}"],
-                          capture_output=True, text=True, check=True).stdout.strip()
 
 
 def plain_recreate(to: str) -> float:
@@ -112,8 +113,7 @@ def reached(summary: dict, version: str, what: str) -> None:
 
 
 def under_load(action, rate: float, settle: float = 3.0) -> tuple:
-    ip = (CACHE / "server_ip").read_text().strip()
-    load = Load(ip, NAME, str(CACHE / "acme-root.pem"), "/health", rate=rate).start()
+    load = Load(server_ip(), NAME, str(demo.ACME_ROOT), "/health", rate=rate).start()
     time.sleep(settle)
     took = action()
     time.sleep(settle)
@@ -129,17 +129,21 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3, help="rounds (default 3)")
     parser.add_argument("--rate", type=float, default=50.0, help="requests per second (default 50)")
-    parser.add_argument("--reuse", action="store_true", help="use instances already converged")
-    parser.add_argument("--keep", action="store_true", help="leave the instances up")
+    parser.add_argument("--reuse", action="store_true", help="use the demo that runs (`make demo`)")
+    parser.add_argument("--keep", action="store_true", help="leave the demo up")
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     if not args.reuse:
-        print("[bench] fresh instances: molecule destroy, create, converge (site.yml with v1)", flush=True)
-        molecule("destroy", LOG_DIR / "release-destroy.log")
-        molecule("converge", LOG_DIR / "release-converge.log")
-    v1, v2 = commit("v1"), commit("v2")
+        print("[bench] a fresh demo: demo.py down, then up (site.yml)", flush=True)
+        demo_cmd("down", LOG_DIR / "release-down.log")
+        demo_cmd("up", LOG_DIR / "release-up.log")
+    elif demo.container_state() != "running":
+        sys.exit("bench_release: no demo runs; `make demo` first, or run without --reuse")
+    refs = demo.add_versions()
+    v1, v2 = refs["v1"], refs["v2"]
+    reach_at_address(server_ip())
     rows = {"ours: deploy.yml": [], "ours: rollback.yml": [], "plain: docker compose up -d": []}
     try:
         # From v1 serving, whatever state --reuse found.
@@ -151,8 +155,8 @@ def main(argv=None) -> int:
             rows["ours: deploy.yml"].append((took, s))
             print(f"[bench] round {n} deploy.yml v1 -> v2: {took:.1f} s, v2 answered after {s['switch_s']} s; "
                   f"{describe(s)}", flush=True)
-            # Forced: with --reuse the database may have migrations of later tags (the site
-            # scenario's v3), which v1 and v2 do not know; the schema check is not measured here.
+            # Forced: with --reuse the database may have migrations of later tags (v3), which
+            # v1 and v2 do not know; the schema check is not measured here.
             took, s = under_load(lambda: playbook("rollback.yml", {"app_release_rollback_force": True},
                                                   LOG_DIR / f"release-rollback-{n}.log"), args.rate)
             reached(s, v1, "rollback.yml")
@@ -169,7 +173,7 @@ def main(argv=None) -> int:
                       "sleep 1; done; exit 1")
     finally:
         if not args.keep and not args.reuse:
-            molecule("destroy", LOG_DIR / "release-destroy-last.log")
+            demo_cmd("down", LOG_DIR / "release-down-last.log")
     print()
     print(f"Redeploy under {args.rate:g} requests/s over HTTPS ({args.rounds} round(s), medians; "
           f"{os.cpu_count()} CPUs; logs in {LOG_DIR.relative_to(REPO)}/)")
