@@ -64,17 +64,6 @@ def server_ip() -> str:
     return demo.container_ip()
 
 
-def reach_at_address(ip: str) -> None:
-    """The server's host key at its address on the demo network, beside 127.0.0.1:2222's."""
-    scan = subprocess.run(["ssh-keyscan", "-t", "ed25519", ip], capture_output=True, text=True, timeout=30,
-                          check=False)
-    if scan.returncode != 0 or not scan.stdout.strip():
-        sys.exit(f"bench_release: the demo server's sshd does not answer at {ip}")
-    if scan.stdout not in demo.KNOWN_HOSTS.read_text():
-        with open(demo.KNOWN_HOSTS, "a") as known:
-            known.write(scan.stdout)
-
-
 def playbook(name: str, extra: dict, log: Path) -> float:
     # At the server's address HTTPS is on 443 (demo.py publishes it on 127.0.0.1:8443).
     extra = {"ansible_host": server_ip(), "ansible_port": 22, "verify_https_port": 443, **extra}
@@ -144,7 +133,10 @@ def main(argv=None) -> int:
         sys.exit("bench_release: no demo runs; `make demo` first, or run without --reuse")
     refs = demo.add_versions()
     v1, v2 = refs["v1"], refs["v2"]
-    reach_at_address(server_ip())
+    try:
+        demo.trust_network_address()
+    except demo.TestbedError as exc:
+        sys.exit(f"bench_release: {exc}")
     rows = {"ours: deploy.yml": [], "ours: rollback.yml": [], "plain: docker compose up -d": []}
     try:
         # From v1 serving, whatever state --reuse found.

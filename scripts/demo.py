@@ -168,6 +168,21 @@ def wait_for_ssh(timeout: int = 60, host: str = "127.0.0.1", port: int = SSH_POR
     raise TestbedError(f"sshd did not answer on {host}:{port}")
 
 
+def trust_network_address() -> str:
+    """The demo server's address on the demo network, with its host key there added to
+    known_hosts beside the one for 127.0.0.1: for the tests and benchmarks that reach the
+    server at its own address, as a rented server is reached."""
+    ip = container_ip()
+    scan = subprocess.run(["ssh-keyscan", "-t", "ed25519", ip], capture_output=True, text=True, check=False,
+                          timeout=30)
+    if scan.returncode != 0 or not scan.stdout.strip():
+        raise TestbedError(f"the demo server's sshd does not answer at {ip}")
+    if scan.stdout not in KNOWN_HOSTS.read_text():
+        with open(KNOWN_HOSTS, "a") as known:
+            known.write(scan.stdout)
+    return ip
+
+
 def prepare_vault() -> None:
     """The local environment's secrets, generated once into its encrypted vault."""
     proc = subprocess.run([sys.executable, str(REPO_ROOT / "scripts/prepare.py"), *PREPARE_ARGS,

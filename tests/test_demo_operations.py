@@ -38,18 +38,16 @@ import testinfra
 from conftest import DEMO, REPO, docker
 
 sys.path.insert(0, str(REPO / "scripts"))
+sys.path.insert(0, str(REPO / "molecule/shared"))
 import demo as demo_cli  # noqa: E402  scripts/demo.py
+from testlib import recap  # noqa: E402  molecule/shared/testlib.py
 
-SERVER = "demo"
-CONTAINER = "shipshape-demo"
-NAME = "app.shipshape.test"
-STATE = REPO / ".demo"
-KEY = STATE / "id_ed25519"
-KNOWN_HOSTS = STATE / "known_hosts"
-VAULT_PASSWORD_FILE = STATE / "local.vault-pass"
-ROOT_CA = STATE / "acme-root.pem"
+SERVER = "demo"  # its name in inventories/local
+CONTAINER = demo_cli.CONTAINER
+NAME = demo_cli.DOMAIN
+KEY, KNOWN_HOSTS, ROOT_CA = demo_cli.KEY, demo_cli.KNOWN_HOSTS, demo_cli.ACME_ROOT
+VAULT, VAULT_PASSWORD_FILE = demo_cli.VAULT, demo_cli.VAULT_PASSWORD_FILE
 INVENTORY = REPO / "inventories/local"
-VAULT = INVENTORY / "group_vars/all/vault.yml"
 PLAYBOOKS = REPO / "playbooks"
 APP_ROOT = "/srv/example"
 BIN = Path(sys.executable).parent
@@ -61,16 +59,7 @@ OUTPUTS: list = []  # every playbook's output, searched for the secrets at the e
 @pytest.fixture(scope="module")
 def server_ip(demo) -> str:
     assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
-    ip = docker("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
-                CONTAINER).stdout.strip()
-    assert ip
-    # The server's host key at that address, beside the one demo.py recorded for 127.0.0.1:2222.
-    scan = subprocess.run(["ssh-keyscan", "-t", "ed25519", ip], capture_output=True, text=True,
-                          timeout=30, check=False)
-    assert scan.returncode == 0 and scan.stdout.strip(), scan.stderr
-    with open(KNOWN_HOSTS, "a") as known:
-        known.write(scan.stdout)
-    return ip
+    return demo_cli.trust_network_address()
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +88,7 @@ def versions(server_ip) -> dict:
 def other_ca(tmp_path_factory) -> Path:
     """A CA that did not sign the site's certificate: the one of Pebble's own HTTPS."""
     path = tmp_path_factory.mktemp("ca") / "other-ca.pem"
-    path.write_text(docker("exec", "shipshape-demo-acme", "cat", "/etc/pebble/cert.pem").stdout)
+    path.write_text(docker("exec", demo_cli.ACME, "cat", "/etc/pebble/cert.pem").stdout)
     assert "BEGIN CERTIFICATE" in path.read_text()
     return path
 
@@ -123,13 +112,6 @@ def run_playbook(playbook: Path, extra: dict | None = None, *args: str, ip: str 
                           timeout=timeout, check=False)
     OUTPUTS.append(proc.stdout)
     return proc
-
-
-def recap(output: str) -> dict:
-    """{host: {ok, changed, failed, ...}} from the last PLAY RECAP of a playbook's output."""
-    tail = output[output.rindex("PLAY RECAP"):]
-    return {m.group(1): {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", m.group(2))}
-            for m in re.finditer(r"^(\S+)\s*:\s*(ok=.*)$", tail, re.M)}
 
 
 def curl(ip: str, path: str, cafile: Path = ROOT_CA) -> subprocess.CompletedProcess:
@@ -432,8 +414,8 @@ def test_no_secret_in_the_output_of_the_playbooks(demo):
 def test_down_removes_everything():
     subprocess.run([*DEMO, "down"], cwd=REPO, capture_output=True, text=True, timeout=300, check=True)
     assert docker("inspect", CONTAINER).returncode != 0
-    assert docker("inspect", "shipshape-demo-acme").returncode != 0
-    assert docker("volume", "inspect", "shipshape-demo-var-lib-docker").returncode != 0
-    assert docker("network", "inspect", "shipshape-demo").returncode != 0
-    assert not STATE.exists()
+    assert docker("inspect", demo_cli.ACME).returncode != 0
+    assert docker("volume", "inspect", demo_cli.DOCKER_VOLUME).returncode != 0
+    assert docker("network", "inspect", demo_cli.NETWORK).returncode != 0
+    assert not demo_cli.STATE_DIR.exists()
     assert not VAULT.exists()

@@ -1,4 +1,4 @@
-"""Helpers for the testinfra tests of the Molecule scenarios.
+"""Helpers for the testinfra tests of the Molecule scenarios (recap also for the demo server's tests).
 
 The tests run on the controller during `molecule verify`, with Molecule's environment
 (MOLECULE_INVENTORY_FILE, ANSIBLE_CONFIG, ANSIBLE_ROLES_PATH ...), so they can run
