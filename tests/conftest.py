@@ -4,6 +4,7 @@ once for both, and `down` at the end."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,14 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = [sys.executable, str(REPO / "scripts/demo.py")]
+
+
+def vault_values() -> list:
+    """The secret values in the demo's vault (inventories/local), decrypted with its password."""
+    plain = subprocess.run([str(Path(sys.executable).parent / "ansible-vault"), "view", "--vault-password-file",
+                            str(REPO / ".demo/local.vault-pass"), str(REPO / "inventories/local/group_vars/all/vault.yml")],
+                           capture_output=True, text=True, check=True).stdout
+    return re.findall(r'^vault_\w+: "(.+)"$', plain, re.M)
 
 
 def docker(*args: str) -> subprocess.CompletedProcess:

@@ -10,10 +10,9 @@ import json
 import re
 import shlex
 import subprocess
-import sys
-from pathlib import Path
 
-from conftest import REPO, docker
+from conftest import REPO, docker, vault_values
+
 # The hardening role's lockout proof (roles/hardening/tasks/ssh.yml): after sshd reloads,
 # a fresh SSH login as the deploy user. It only runs over SSH, which the demo uses.
 RECONNECT_TASK = "TASK [hardening : Connect afresh over SSH as the deploy user]"
@@ -57,10 +56,7 @@ def test_the_secrets_are_in_the_encrypted_vault_and_never_printed(demo):
     password_file = REPO / ".demo/local.vault-pass"
     assert vault.read_bytes().startswith(b"$ANSIBLE_VAULT")
     assert oct(password_file.stat().st_mode & 0o777) == "0o600"
-    plain = subprocess.run([str(Path(sys.executable).parent / "ansible-vault"), "view",
-                            "--vault-password-file", str(password_file), str(vault)],
-                           capture_output=True, text=True, check=True).stdout
-    values = [v for v in re.findall(r'^vault_\w+: "(.+)"$', plain, re.M)]
+    values = vault_values()
     assert len(values) >= 4
     for value in values:
         assert value not in demo.stdout and value not in demo.stderr

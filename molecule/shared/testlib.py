@@ -1,4 +1,5 @@
-"""Helpers for the testinfra tests of the Molecule scenarios (recap also for the demo server's tests).
+"""Helpers for the testinfra tests of the Molecule scenarios (and recap() for the tests of the
+demo server).
 
 The tests run on the controller during `molecule verify`, with Molecule's environment
 (MOLECULE_INVENTORY_FILE, ANSIBLE_CONFIG, ANSIBLE_ROLES_PATH ...), so they can run
