@@ -66,6 +66,17 @@ def container_ip(name: str) -> str:
     return out[0]
 
 
+def link_local_address(name: str) -> str:
+    """The container's link-local IPv6 address on its network, scoped as 'fe80::...%eth0': a
+    peer on the same network reaches it through its own eth0. The container needs IPv6 on
+    (platform `sysctls: {net.ipv6.conf.all.disable_ipv6: 0}`, molecule/shared/create.yml)."""
+    out = docker_exec(name, "ip", "-6", "-o", "addr", "show", "dev", "eth0", "scope", "link", timeout=30)
+    assert out.returncode == 0, out.stderr
+    addresses = [word.split("/")[0] for word in out.stdout.split() if word.startswith("fe80:")]
+    assert addresses, f"{name} has no link-local IPv6 address on eth0 (is IPv6 on?): {out.stdout}"
+    return f"{addresses[0]}%eth0"
+
+
 def docker_exec(name: str, *cmd: str, input_text: str | None = None,
                 timeout: int = 300) -> subprocess.CompletedProcess:
     return subprocess.run(["docker", "exec", "-i", name, *cmd], input=input_text,

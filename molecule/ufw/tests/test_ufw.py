@@ -1,9 +1,11 @@
 """The firewall role, proved from outside: probes come from the prober container.
 
-prepare.yml planted a stray listener on 8081, web listeners on 80 and 443, and a container
-that Docker publishes on 0.0.0.0:8080 (Docker's NAT bypasses UFW's input chain). After the
-role, only 22, 80 and 443 may answer from the prober; published container ports answer
-only when ufw_allow_rules lists them, whether Docker started before or after UFW.
+prepare.yml planted a stray listener on 8081, web listeners on 80 and 443 (each on IPv4 and
+IPv6), and a container that Docker publishes on 8080 (Docker's NAT bypasses UFW's input
+chain). After the role, only 22, 80 and 443 may answer from the prober; published container
+ports answer only when ufw_allow_rules lists them, whether Docker started before or after
+UFW. Every probe goes to the host's IPv4 address and to its IPv6 (link-local) address: UFW
+filters IPv6 with its own rules (ip6tables), and a hole there is a hole all the same.
 """
 
 from __future__ import annotations
@@ -22,16 +24,18 @@ HARDENED = ["ufw-debian13", "ufw-debian12"]
 PROBER = "ufw-prober"
 IMAGE = "shipshape/host:debian13"
 
-# Runs on the prober: TCP connect to each port of a target, in parallel, short timeout.
+# Runs on the prober: TCP connect to each port of a target (a name, an IPv4 address or a
+# scoped IPv6 address), in parallel, short timeout.
 PROBE = r"""
 import json, socket, sys
 from concurrent.futures import ThreadPoolExecutor
 target, ports = sys.argv[1], [int(p) for p in sys.argv[2:]]
 def probe(port):
-    s = socket.socket()
+    family, _, _, _, address = socket.getaddrinfo(target, port, type=socket.SOCK_STREAM)[0]
+    s = socket.socket(family)
     s.settimeout(2)
     try:
-        s.connect((target, port))
+        s.connect(address)
         return "open"
     except socket.timeout:
         return "timeout"
@@ -79,13 +83,29 @@ def probe(prober, target: str, *ports: int) -> dict[int, str]:
     return {int(k): v for k, v in json.loads(out).items()}
 
 
+def addresses(name: str) -> dict[str, str]:
+    """The host's addresses on the scenario network, by family."""
+    return {"IPv4": testlib.container_ip(name), "IPv6": testlib.link_local_address(name)}
+
+
+def probe_both(prober, name: str, *ports: int) -> dict[str, dict[int, str]]:
+    """probe() on the host's IPv4 and IPv6 addresses: {family: {port: state}}."""
+    return {family: probe(prober, address, *ports) for family, address in addresses(name).items()}
+
+
 def fetch(host, url: str) -> str:
     return host.run("python3 -c %s %s", FETCH, url).stdout.strip()
 
 
-def assert_closed(result: dict[int, str], *ports: int) -> None:
-    for port in ports:
-        assert result[port] != "open", f"port {port} answers from outside: {result}"
+def assert_closed_both(results: dict[str, dict[int, str]], *ports: int) -> None:
+    for family, result in results.items():
+        for port in ports:
+            assert result[port] != "open", f"port {port} answers from outside over {family}: {results}"
+
+
+def open_ports(results: dict[str, dict[int, str]]) -> dict[str, list[int]]:
+    return {family: [port for port, state in result.items() if state == "open"]
+            for family, result in results.items()}
 
 
 # ---------------------------------------------------------------- state and record
@@ -124,15 +144,17 @@ def test_after_rules_are_valid(box, name):
 
 
 def test_only_ssh_and_web_answer_from_outside(box, name, prober):
-    result = probe(prober, name, 22, 80, 443, 8080, 8081)
-    assert [p for p, state in result.items() if state == "open"] == [22, 80, 443], result
-    # The blocked ports do have listeners: the firewall, not a missing service, stops them.
-    assert box.socket("tcp://0.0.0.0:8081").is_listening
+    results = probe_both(prober, name, 22, 80, 443, 8080, 8081)
+    assert open_ports(results) == {"IPv4": [22, 80, 443], "IPv6": [22, 80, 443]}, results
+    # The blocked ports do have listeners on both addresses: the firewall, not a missing
+    # service, stops them (a host's connections to its own addresses go over loopback).
+    for address in addresses(name).values():
+        assert probe(box, address, 8080, 8081) == {8080: "open", 8081: "open"}, address
     assert fetch(box, "http://127.0.0.1:8081/") == "200"
 
 
 def test_published_container_answers_on_the_host_only(box, name, prober):
-    assert_closed(probe(prober, name, 8080), 8080)
+    assert_closed_both(probe_both(prober, name, 8080), 8080)
     own_ip = box.check_output("hostname -I").split()[0]
     assert fetch(box, "http://127.0.0.1:8080/") == "200"
     assert fetch(box, f"http://{own_ip}:8080/") == "200"
@@ -149,13 +171,13 @@ def allow_list_round_trip():
         seen["allow_run"] = testlib.run_playbook(
             "converge.yml", {"ufw_allow_rules": [{"port": 8080}]}, *only_rules)
         for name in HARDENED:
-            seen["allowed"][name] = probe(prober, name, 8080, 8081)
+            seen["allowed"][name] = probe_both(prober, name, 8080, 8081)
             seen["status"][name] = " ".join(
                 testinfra.get_host(f"docker://{name}").check_output("ufw status").split())
     finally:
         seen["restore_run"] = testlib.run_playbook("converge.yml", None, *only_rules)
     for name in HARDENED:
-        seen["restored"][name] = probe(prober, name, 8080, 8081)
+        seen["restored"][name] = probe_both(prober, name, 8080, 8081)
     return seen
 
 
@@ -163,8 +185,7 @@ def test_allow_list_opens_a_published_port(name, allow_list_round_trip):
     seen = allow_list_round_trip
     assert seen["allow_run"].returncode == 0, seen["allow_run"].stdout[-3000:]
     assert "route allow 8080/tcp" in seen["allow_run"].stdout
-    assert seen["allowed"][name][8080] == "open", seen["allowed"][name]
-    assert seen["allowed"][name][8081] != "open", seen["allowed"][name]
+    assert open_ports(seen["allowed"][name]) == {"IPv4": [8080], "IPv6": [8080]}, seen["allowed"][name]
     assert "8080/tcp ALLOW FWD Anywhere" in seen["status"][name]
 
 
@@ -172,7 +193,7 @@ def test_a_port_dropped_from_the_allow_list_closes_again(box, name, allow_list_r
     seen = allow_list_round_trip
     assert seen["restore_run"].returncode == 0, seen["restore_run"].stdout[-3000:]
     assert testlib.recap(seen["restore_run"].stdout)[name]["changed"] > 0
-    assert_closed(seen["restored"][name], 8080, 8081)
+    assert_closed_both(seen["restored"][name], 8080, 8081)
     assert "8080" not in box.check_output("ufw status")
     assert "8080" not in box.check_output("iptables -S DOCKER-USER")
 
@@ -224,7 +245,7 @@ def ssh_port_move():
             seen["after_move"][name] = ssh_rules(box)
             box.check_output("systemd-run --unit=ufwtest-old-ssh-port python3 -m http.server 22")
             wait_listening(box, 22)
-            seen["probe"][name] = probe(prober, name, 22, MOVED)
+            seen["probe"][name] = probe_both(prober, name, 22, MOVED)
     finally:
         for box in boxes.values():
             box.run("systemctl stop ufwtest-old-ssh-port.service")
@@ -252,9 +273,8 @@ def test_the_old_ssh_port_closes_once_sshd_left_it(name, ssh_port_move):
     assert seen["after_move"][name] == [f"{MOVED}/tcp LIMIT Anywhere",
                                         f"{MOVED}/tcp (v6) LIMIT Anywhere (v6)"]
     # From outside: a service planted on the old port does not answer, sshd on the new does.
-    result = seen["probe"][name]
-    assert result[MOVED] == "open", result
-    assert_closed(result, 22)
+    results = seen["probe"][name]
+    assert open_ports(results) == {"IPv4": [MOVED], "IPv6": [MOVED]}, results
 
 
 def test_moving_back_restores_the_ssh_rule(name, ssh_port_move):
@@ -318,9 +338,8 @@ def test_docker_started_after_the_firewall_is_closed_too(box, name, prober):
         box.check_output("for i in $(seq 50); do "
                           "python3 -c %s http://127.0.0.1:8080/ | grep -qx 200 && exit 0; "
                           "sleep 0.2; done; exit 1", FETCH)
-        result = probe(prober, name, 22, 80, 8080, 8081, 8090)
-        assert result[22] == "open" and result[80] == "open", result
-        assert_closed(result, 8080, 8081, 8090)
+        results = probe_both(prober, name, 22, 80, 8080, 8081, 8090)
+        assert open_ports(results) == {"IPv4": [22, 80], "IPv6": [22, 80]}, results
         assert_container_reaches_prober(box)
     finally:
         box.run("docker rm -f ufwtest-8090")
@@ -337,7 +356,8 @@ def test_bad_input_fails_before_any_change():
 
 def test_ssh_is_rate_limited_from_outside(box, name, prober):
     # Last test on purpose: it leaves the prober rate-limited on port 22 for 30 s.
-    # `ufw limit` refuses a source's 7th new connection within 30 s.
-    results = [probe(prober, name, 22)[22] for _ in range(10)]
-    assert results[0] == "open", results
-    assert "open" != results[-1], results
+    # `ufw limit` refuses a source's 7th new connection within 30 s, on either family.
+    for family, address in addresses(name).items():
+        results = [probe(prober, address, 22)[22] for _ in range(10)]
+        assert results[0] == "open", (family, results)
+        assert "open" != results[-1], (family, results)
