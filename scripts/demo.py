@@ -133,7 +133,10 @@ def start_server() -> None:
         run(["docker", "start", CONTAINER])
     else:
         say(f"starting the demo server {CONTAINER} ({IMAGE})")
+        # IPv6 on, as on a server (Docker turns it off on an IPv4 network): the firewall
+        # must filter it too, and the tests probe the server's link-local address.
         run_host(CONTAINER, NETWORK, "demo", "--network-alias", DOMAIN,
+                 "--sysctl", "net.ipv6.conf.all.disable_ipv6=0",
                  "-v", f"{DOCKER_VOLUME}:/var/lib/docker",
                  "-p", f"127.0.0.1:{SSH_PORT}:22",
                  "-p", f"127.0.0.1:{HTTP_PORT}:80",

@@ -6,7 +6,9 @@ Debian 13 server container over SSH, with Docker inside, the example app, nginx 
 certificate from a real ACME server (Pebble) and the backups. Here:
   - site.yml again changes nothing;
   - from outside (the server's address on the demo network, as a rented server's public
-    address): HTTPS with the ACME server's certificate, and only SSH, HTTP and HTTPS answer;
+    address): HTTPS with the ACME server's certificate, and only SSH, HTTP and HTTPS answer,
+    on IPv4 and on IPv6 (the server's link-local address, from the machine's side of the
+    demo network);
   - the post-deploy validation (verify.yml): normal, in check mode, and with planted faults
     it must report;
   - deploy.yml shipping a newer version while a second deploy is stopped by the deploy lock,
@@ -60,6 +62,17 @@ OUTPUTS: list = []  # every playbook's output, searched for the secrets at the e
 def server_ip(demo) -> str:
     assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
     return demo_cli.trust_network_address()
+
+
+@pytest.fixture(scope="module")
+def server_ipv6(demo) -> str:
+    """The server's link-local IPv6 address, scoped to the demo network's bridge on this machine."""
+    assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
+    out = docker("exec", CONTAINER, "ip", "-6", "-o", "addr", "show", "dev", "eth0", "scope", "link").stdout
+    found = [word.split("/")[0] for word in out.split() if word.startswith("fe80:")]
+    assert found, f"the demo server has no link-local IPv6 address: {out}"
+    network_id = docker("network", "inspect", "-f", "{{.Id}}", demo_cli.NETWORK).stdout.strip()
+    return f"{found[0]}%br-{network_id[:12]}"
 
 
 @pytest.fixture(scope="module")
@@ -205,20 +218,25 @@ def test_the_certificate_does_not_verify_against_another_ca(server_ip, other_ca)
 
 def test_a_forgotten_service_listens_on_every_address(host):
     # Bad state an operator may leave behind: the firewall is what must keep it unreachable.
-    started = host.run("systemd-run --unit forgotten-cache python3 -m http.server --bind 0.0.0.0 6379")
+    # `--bind ::` takes IPv4 and IPv6 alike.
+    started = host.run("systemd-run --unit forgotten-cache python3 -m http.server --bind :: 6379")
     assert started.rc == 0, started.stderr
     for _ in range(30):
-        if host.socket("tcp://0.0.0.0:6379").is_listening:
+        listening = host.run("ss -H -l -t -n 'sport = :6379'").stdout
+        if listening.strip():
             break
         time.sleep(0.5)
-    assert host.socket("tcp://0.0.0.0:6379").is_listening
+    assert "*:6379" in listening or "[::]:6379" in listening, listening
+    assert host.run("python3 -c %s", "import socket; socket.create_connection(('127.0.0.1', 6379), 3)").rc == 0
 
 
-def test_only_ssh_http_and_https_answer_from_outside(server_ip):
-    assert {port for port in (22, 80, 443) if answers(server_ip, port)} == {22, 80, 443}
+@pytest.mark.parametrize("family", ["IPv4", "IPv6"])
+def test_only_ssh_http_and_https_answer_from_outside(family, server_ip, server_ipv6):
+    address = server_ip if family == "IPv4" else server_ipv6
+    assert {port for port in (22, 80, 443) if answers(address, port)} == {22, 80, 443}
     # 8000: the app (published on 127.0.0.1); 5432: the database; 6379: the forgotten service;
     # 2375: Docker's API.
-    assert [port for port in (8000, 5432, 6379, 2375) if answers(server_ip, port)] == []
+    assert [port for port in (8000, 5432, 6379, 2375) if answers(address, port)] == []
 
 
 def test_root_and_password_logins_are_off(host):
