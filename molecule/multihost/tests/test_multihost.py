@@ -3,7 +3,8 @@
 Visitors reach the site through the balancer (multi-lb: nginx, round robin, a failed request is
 not retried on the other host), over HTTPS with the balancer's certificate as the only trusted
 CA. The probes of the database port run from other containers on the scenario network. The
-tests run in file order and build on each other: converge deployed v1; a rolling deploy of v3
+tests run in file order and build on each other: converge deployed v1; a backup on the
+database host, restored there with the app stopped on both web hosts; a rolling deploy of v3
 (a release with a migration) under constant load; a release that fails its health gate on the
 first host, which must stop the rollout there; a rollback refused by the database's schema,
 then forced, host by host under load. These are also the suite's proofs of the zero-downtime
@@ -211,14 +212,46 @@ def test_the_backups_run_on_the_database_host():
     assert json.loads(backup.stdout)["last_success"]
 
 
-def test_restore_refuses_a_shared_database_host_and_changes_nothing():
+def test_restore_without_the_confirmation_is_refused_and_changes_nothing():
     db_container = database_containers(DB)
     rows = notes()
-    run = testlib.run_playbook(PLAYBOOKS / "restore.yml", {"confirm_restore": "example"}, timeout=300)
+    run = testlib.run_playbook(PLAYBOOKS / "restore.yml", None, timeout=300)
     assert run.returncode != 0
-    assert "The database runs on the shared database host multi-db" in run.stdout, run.stdout[-3000:]
+    assert "run again with -e confirm_restore=example" in run.stdout, run.stdout[-3000:]
     assert "Nothing was changed" in run.stdout
+    assert testlib.recap(run.stdout)[DB]["changed"] == 0
     assert database_containers(DB) == db_container and notes() == rows
+
+
+def app_started_at(host: str) -> list:
+    """When each container of the app (Compose project example) on host last started."""
+    out = on(host, "docker inspect -f '{{.State.StartedAt}}' "
+                   "$(docker ps -q --filter label=com.docker.compose.project=example)")
+    assert out.returncode == 0 and out.stdout.strip(), out.stderr
+    return out.stdout.split()
+
+
+def test_restore_runs_on_the_database_host_with_the_app_stopped_on_every_web_host():
+    """The backup of the test above holds the notes so far; a note written after it is gone
+    once that backup is restored. The app is stopped on both web hosts around the restore."""
+    before = notes()
+    status, body = https(address(BALANCER), "/api/notes", "-X", "POST", "-H", f"X-Api-Token: {API_TOKEN}",
+                         "-H", "Content-Type: application/json",
+                         "--data", json.dumps({"title": "written after the backup", "body": "restored away"}))
+    assert status == 201, body
+    started = {host: app_started_at(host) for host in (WEB1, WEB2)}
+    safety_before = on(DB, "ls /var/backups/example/safety").stdout.split()
+
+    run = testlib.run_playbook(PLAYBOOKS / "restore.yml", {"confirm_restore": "example"}, timeout=600)
+    assert run.returncode == 0, run.stdout[-4000:]
+    for host in (WEB1, WEB2):
+        # A delegated result reads "changed: [multi-db -> multi-web1(ADDRESS)] => (item=multi-web1)".
+        assert re.search(rf"changed: \[{DB} -> {host}[(\]]", played(run, "Restore from a backup")), run.stdout[-4000:]
+        assert app_started_at(host) != started[host], f"the app on {host} was not stopped and started again"
+    assert f"the app is healthy on {WEB1}, {WEB2}." in " ".join(run.stdout.split())
+    assert sorted(note["title"] for note in notes()) == sorted(note["title"] for note in before)
+    assert len(on(DB, "ls /var/backups/example/safety").stdout.split()) > len(safety_before), "no safety dump"
+    assert_serves(commit_of("v1"))
 
 
 # ------------------------------------------------------------------ rolling deploys
