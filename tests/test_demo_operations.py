@@ -312,8 +312,10 @@ def test_a_second_deploy_at_the_same_time_is_stopped_by_the_lock(host, server_ip
     stale = {"deployer": "ops@" + socket.gethostname(), "controller": socket.gethostname(), "pid": gone.pid,
              "started": "2026-01-01T00:00:00Z", "epoch": int(time.time()), "version": "main"}
     assert host.run(f"printf '%s\\n' {shlex.quote(json.dumps(stale))} > {APP_ROOT}/deploy.lock").rc == 0
-    first = run_playbook(PLAYBOOKS / "deploy.yml", {"app_checkout_version": "v2"}, *NO_VALIDATION, ip=server_ip,
-                         wait=False)
+    # v2 named by its commit: a version may be a branch (the demo's main), a tag (v3 below)
+    # or a commit.
+    first = run_playbook(PLAYBOOKS / "deploy.yml", {"app_checkout_version": versions["v2"]}, *NO_VALIDATION,
+                         ip=server_ip, wait=False)
     held = {}
     try:
         for _ in range(240):
@@ -340,7 +342,7 @@ def test_a_second_deploy_at_the_same_time_is_stopped_by_the_lock(host, server_ip
     assert second.returncode != 0
     assert f"Another deploy holds the deploy lock {APP_ROOT}/deploy.lock" in second.stdout
     assert f"{held['deployer']} from {held['controller']} (ansible-playbook pid {held['pid']})" in second.stdout
-    assert "deploying version 'v2'" in second.stdout
+    assert f"deploying version '{versions['v2']}'" in " ".join(second.stdout.split())
     # The blocked deploy changed nothing: the checkout is the first deploy's (v2), not main.
     assert host.run(f"git -c safe.directory='*' -C {APP_ROOT}/src rev-parse HEAD").stdout.strip() == versions["v2"]
     assert "TASK [app_checkout" not in second.stdout
