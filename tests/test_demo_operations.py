@@ -43,7 +43,7 @@ from conftest import DEMO, REPO, docker, vault_values
 sys.path.insert(0, str(REPO / "scripts"))
 sys.path.insert(0, str(REPO / "molecule/shared"))
 import demo as demo_cli  # noqa: E402  scripts/demo.py
-from testlib import recap  # noqa: E402  molecule/shared/testlib.py
+from testlib import link_local_address, recap  # noqa: E402  molecule/shared/testlib.py
 
 SERVER = "demo"  # its name in inventories/local
 CONTAINER = demo_cli.CONTAINER
@@ -69,11 +69,8 @@ def server_ip(demo) -> str:
 def server_ipv6(demo) -> str:
     """The server's link-local IPv6 address, scoped to the demo network's bridge on this machine."""
     assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
-    out = docker("exec", CONTAINER, "ip", "-6", "-o", "addr", "show", "dev", "eth0", "scope", "link").stdout
-    found = [word.split("/")[0] for word in out.split() if word.startswith("fe80:")]
-    assert found, f"the demo server has no link-local IPv6 address: {out}"
     network_id = docker("network", "inspect", "-f", "{{.Id}}", demo_cli.NETWORK).stdout.strip()
-    return f"{found[0]}%br-{network_id[:12]}"
+    return link_local_address(CONTAINER, via=f"br-{network_id[:12]}")
 
 
 @pytest.fixture(scope="module")

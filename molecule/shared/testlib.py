@@ -1,5 +1,5 @@
-"""Helpers for the testinfra tests of the Molecule scenarios (and recap() for the tests of the
-demo server).
+"""Helpers for the testinfra tests of the Molecule scenarios (and recap() and
+link_local_address() for the tests of the demo server).
 
 The tests run on the controller during `molecule verify`, with Molecule's environment
 (MOLECULE_INVENTORY_FILE, ANSIBLE_CONFIG, ANSIBLE_ROLES_PATH ...), so they can run
@@ -66,15 +66,16 @@ def container_ip(name: str) -> str:
     return out[0]
 
 
-def link_local_address(name: str) -> str:
-    """The container's link-local IPv6 address on its network, scoped as 'fe80::...%eth0': a
-    peer on the same network reaches it through its own eth0. The container needs IPv6 on
-    (platform `sysctls: {net.ipv6.conf.all.disable_ipv6: 0}`, molecule/shared/create.yml)."""
+def link_local_address(name: str, via: str = "eth0") -> str:
+    """The container's link-local IPv6 address on its network, scoped to the interface `via`
+    it is reached through: 'fe80::...%eth0' from a peer on the same network, the network's
+    bridge from the machine. The container needs IPv6 on (platform
+    `sysctls: {net.ipv6.conf.all.disable_ipv6: 0}`, molecule/shared/create.yml)."""
     out = docker_exec(name, "ip", "-6", "-o", "addr", "show", "dev", "eth0", "scope", "link", timeout=30)
     assert out.returncode == 0, out.stderr
     addresses = [word.split("/")[0] for word in out.stdout.split() if word.startswith("fe80:")]
     assert addresses, f"{name} has no link-local IPv6 address on eth0 (is IPv6 on?): {out.stdout}"
-    return f"{addresses[0]}%eth0"
+    return f"{addresses[0]}%{via}"
 
 
 def docker_exec(name: str, *cmd: str, input_text: str | None = None,
