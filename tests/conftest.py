@@ -13,12 +13,14 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = [sys.executable, str(REPO / "scripts/demo.py")]
+sys.path.insert(0, str(REPO / "scripts"))
+import demo as demo_cli  # noqa: E402  scripts/demo.py: the demo's names and paths
 
 
 def vault_values() -> list:
     """The secret values in the demo's vault (inventories/local), decrypted with its password."""
     plain = subprocess.run([str(Path(sys.executable).parent / "ansible-vault"), "view", "--vault-password-file",
-                            str(REPO / ".demo/local.vault-pass"), str(REPO / "inventories/local/group_vars/all/vault.yml")],
+                            str(demo_cli.VAULT_PASSWORD_FILE), str(demo_cli.VAULT)],
                            capture_output=True, text=True, check=True).stdout
     return re.findall(r'^vault_\w+: "(.+)"$', plain, re.M)
 
@@ -30,7 +32,7 @@ def docker(*args: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="session")
 def demo():
     """What `scripts/demo.py up` printed; the demo is up (or the tests show why not)."""
-    if docker("inspect", "shipshape-demo").returncode == 0:
+    if docker("inspect", demo_cli.CONTAINER).returncode == 0:
         pytest.skip("a demo server is already running here; `make demo-down` first")
     proc = subprocess.run([*DEMO, "up"], cwd=REPO, capture_output=True, text=True,
                           timeout=1800, check=False)

@@ -11,7 +11,7 @@ import re
 import shlex
 import subprocess
 
-from conftest import REPO, docker, vault_values
+from conftest import REPO, demo_cli, docker, vault_values
 
 # The hardening role's lockout proof (roles/hardening/tasks/ssh.yml): after sshd reloads,
 # a fresh SSH login as the deploy user. It only runs over SSH, which the demo uses.
@@ -52,8 +52,7 @@ def test_the_lockout_proof_reconnects_after_sshd_reloads(demo):
 
 def test_the_secrets_are_in_the_encrypted_vault_and_never_printed(demo):
     assert demo.returncode == 0
-    vault = REPO / "inventories/local/group_vars/all/vault.yml"
-    password_file = REPO / ".demo/local.vault-pass"
+    vault, password_file = demo_cli.VAULT, demo_cli.VAULT_PASSWORD_FILE
     assert vault.read_bytes().startswith(b"$ANSIBLE_VAULT")
     assert oct(password_file.stat().st_mode & 0o777) == "0o600"
     values = vault_values()
@@ -88,18 +87,18 @@ def test_the_certificate_comes_from_the_demo_acme_server(demo):
 
 
 def test_ssh_is_published_on_loopback_only(demo):
-    ports = docker("port", "shipshape-demo").stdout.split("\n")
+    ports = docker("port", demo_cli.CONTAINER).stdout.split("\n")
     ssh = [line for line in ports if line.startswith("22/tcp")]
-    assert ssh == ["22/tcp -> 127.0.0.1:2222"]
+    assert ssh == [f"22/tcp -> 127.0.0.1:{demo_cli.SSH_PORT}"]
     assert all("0.0.0.0" not in line and "[::]" not in line for line in ports)
 
 
 def test_the_generated_key_logs_in_and_may_sudo(demo):
     proc = subprocess.run(
-        ["ssh", "-i", str(REPO / ".demo/id_ed25519"), "-p", "2222",
-         "-o", f"UserKnownHostsFile={REPO / '.demo/known_hosts'}", "-o", "StrictHostKeyChecking=yes",
-         "-o", "BatchMode=yes", "deploy@127.0.0.1", "sudo -n true && hostname"],
+        ["ssh", "-i", str(demo_cli.KEY), "-p", str(demo_cli.SSH_PORT),
+         "-o", f"UserKnownHostsFile={demo_cli.KNOWN_HOSTS}", "-o", "StrictHostKeyChecking=yes",
+         "-o", "BatchMode=yes", f"{demo_cli.DEPLOY_USER}@127.0.0.1", "sudo -n true && hostname"],
         capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "demo"
-    assert oct((REPO / ".demo/id_ed25519").stat().st_mode & 0o777) == "0o600"
+    assert oct(demo_cli.KEY.stat().st_mode & 0o777) == "0o600"

@@ -38,11 +38,9 @@ from pathlib import Path
 import pytest
 import testinfra
 
-from conftest import DEMO, REPO, docker, vault_values
+from conftest import DEMO, REPO, demo_cli, docker, vault_values
 
-sys.path.insert(0, str(REPO / "scripts"))
 sys.path.insert(0, str(REPO / "molecule/shared"))
-import demo as demo_cli  # noqa: E402  scripts/demo.py
 from testlib import link_local_address, recap  # noqa: E402  molecule/shared/testlib.py
 
 SERVER = "demo"  # its name in inventories/local
