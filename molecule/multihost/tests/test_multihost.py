@@ -36,6 +36,7 @@ BALANCER_CA = CACHE / "balancer.pem"
 PLAYBOOKS = REPO / "playbooks"
 APP_ROOT = "/srv/example"
 DUMPS = f"{APP_ROOT}/backups/pre-migrate"
+SAFETY_DUMPS = "/var/backups/example/safety"  # taken before a restore
 LOAD_RATE = 25
 API_TOKEN = yaml.safe_load((Path(__file__).resolve().parents[1] / "group_vars/all/secrets.yml").read_text())[
     "app_checkout_env_secrets"]["API_TOKEN"]
@@ -240,7 +241,7 @@ def test_restore_runs_on_the_database_host_with_the_app_stopped_on_every_web_hos
                          "--data", json.dumps({"title": "written after the backup", "body": "restored away"}))
     assert status == 201, body
     started = {host: app_started_at(host) for host in (WEB1, WEB2)}
-    safety_before = on(DB, "ls /var/backups/example/safety").stdout.split()
+    safety_before = on(DB, f"ls {SAFETY_DUMPS}").stdout.split()
 
     run = testlib.run_playbook(PLAYBOOKS / "restore.yml", {"confirm_restore": "example"}, timeout=600)
     assert run.returncode == 0, run.stdout[-4000:]
@@ -250,7 +251,7 @@ def test_restore_runs_on_the_database_host_with_the_app_stopped_on_every_web_hos
         assert app_started_at(host) != started[host], f"the app on {host} was not stopped and started again"
     assert f"the app is healthy on {WEB1}, {WEB2}." in " ".join(run.stdout.split())
     assert sorted(note["title"] for note in notes()) == sorted(note["title"] for note in before)
-    assert len(on(DB, "ls /var/backups/example/safety").stdout.split()) > len(safety_before), "no safety dump"
+    assert len(on(DB, f"ls {SAFETY_DUMPS}").stdout.split()) > len(safety_before), "no safety dump"
     assert_serves(commit_of("v1"))
 
 
