@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import check_log_secrets  # noqa: E402
 from testbed_common import (  # noqa: E402
     PROJECT, REPO_ROOT, TestbedError, die, docker_answers, run, say,
 )
@@ -195,6 +196,17 @@ def prepare_vault() -> None:
         raise TestbedError(f"scripts/prepare.py {' '.join(PREPARE_ARGS)} failed (exit {proc.returncode})")
 
 
+def register_secrets() -> None:
+    """Under `make test`, hand the demo's generated secrets (its SSH key, the vault password and
+    the vault's values) to the run's scan of the logs (scripts/check_log_secrets.py)."""
+    if not os.environ.get(check_log_secrets.REGISTER_VARIABLE):
+        return
+    from inventory_common import vault_decrypt
+    check_log_secrets.record("demo-ssh-key", KEY.read_text())
+    check_log_secrets.record("demo-vault-password", VAULT_PASSWORD_FILE.read_text())
+    check_log_secrets.record("demo-vault.yml", vault_decrypt(VAULT, VAULT_PASSWORD_FILE))
+
+
 def validate() -> None:
     """The pre-flight check of inventories/local; a FAIL stops the demo before any change."""
     proc = subprocess.run([sys.executable, str(REPO_ROOT / "scripts/validate.py"), "-i", "inventories/local",
@@ -305,6 +317,7 @@ def up(args) -> int:
     try:
         generate_key()
         prepare_vault()
+        register_secrets()
         start_server()
         provision_login()
         wait_for_ssh()

@@ -46,3 +46,21 @@ def test_a_file_without_secrets_is_an_error(tmp_path):
     proc = run(tmp_path, "short: abc\n", "anything\n")
     assert proc.returncode == 1
     assert "no secret values" in proc.stderr
+
+
+def test_a_registered_secret_is_found_url_escaped(tmp_path, monkeypatch):
+    # What a test or script registers (record()) is read from the register directory.
+    monkeypatch.setenv("SHIPSHAPE_SECRETS_DIR", str(tmp_path / "register"))
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("check_log_secrets", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.record("vault password", "p@ss/word+Zq8vT3")
+    assert oct((tmp_path / "register" / "vault_password").stat().st_mode & 0o777) == "0o600"
+    log = tmp_path / "run.log"
+    log.write_text("GET /login?password=p%40ss%2Fword%2BZq8vT3 HTTP/1.1\n")
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--secrets-dir", str(tmp_path / "register"), str(log)],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 1
+    assert "the value of vault_password appears in the output, URL-escaped" in proc.stderr
+    assert "p@ss/word+Zq8vT3" not in proc.stdout + proc.stderr

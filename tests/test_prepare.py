@@ -10,6 +10,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
 
+import check_log_secrets  # noqa: E402
 import inventory_common  # noqa: E402
 import prepare  # noqa: E402
 
@@ -46,7 +48,10 @@ def paths(tmp_path, env_name="qa"):
 
 
 def decrypt(vault: Path, password_file: Path) -> dict:
+    """The vault's values, each handed to the run's scan of the logs for secrets."""
     text = inventory_common.vault_decrypt(vault, password_file)
+    check_log_secrets.record(f"prepare-test-vault-{uuid.uuid4().hex[:8]}.yml", text)
+    check_log_secrets.record(f"prepare-test-vault-password-{uuid.uuid4().hex[:8]}", password_file.read_text())
     return yaml.safe_load(text)
 
 

@@ -59,14 +59,18 @@ def snapshot(container: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def servers(tmp_path_factory):
+def servers(tmp_path_factory, record_secret):
     if not docker_answers():
-        pytest.skip("no Docker engine answers (scripts/ensure_docker.py starts one)")
+        pytest.fail("no Docker engine answers: start one with scripts/ensure_docker.py (`make engine`)")
     if not image_exists(demo.IMAGE):
-        pytest.skip(f"{demo.IMAGE} is missing (scripts/build_images.py builds it)")
+        # Built here as `make images` builds it (cached by its recipe's hash).
+        build = subprocess.run([sys.executable, str(REPO / "scripts/build_images.py")],
+                               capture_output=True, text=True, timeout=1200, check=False)
+        assert build.returncode == 0 and image_exists(demo.IMAGE), build.stderr[-3000:]
     tmp = tmp_path_factory.mktemp("validate-servers")
     key = tmp / "id_ed25519"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", PREFIX, "-f", str(key)], check=True)
+    record_secret("validate-test-ssh-key", key.read_text())
     remove_ours()
     try:
         demo.run_host(SERVER, NETWORK, "validate-test")
@@ -93,7 +97,7 @@ def servers(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def good(servers, tmp_path_factory):
+def good(servers, tmp_path_factory, record_secret):
     """An inventory for the test server made by prepare.py, which validate.py passes."""
     base = tmp_path_factory.mktemp("validate-good")
     inv = base / "inventories" / "vt"
@@ -108,6 +112,9 @@ def good(servers, tmp_path_factory):
     # The test domain has no DNS: the inventory states where it points (a WARN, never a PASS).
     edit_main(inv, "shipshape_dns_overrides", {DOMAIN: servers[SERVER]})
     edit_main(inv, "backups_restic_repository", "/var/lib/shipshape-offsite/restic")
+    record_secret("validate-test-vault-password", password_file.read_text())
+    record_secret("validate-test-vault.yml", inventory_common.vault_decrypt(inv / "group_vars/all/vault.yml",
+                                                                             password_file))
     secrets = list(yaml.safe_load(inventory_common.vault_decrypt(inv / "group_vars/all/vault.yml",
                                                                  password_file)).values())
     return {"inv": inv, "password_file": password_file, "secrets": secrets}
