@@ -56,7 +56,7 @@ DEMO_TESTS = "tests/test_demo*.py"
 LINT = "lint"
 # Each job waits at times (containers starting, health gates, the drain of a release): with
 # one job per core the cores were idle 14 % of a `make test`, with one job more about 3 %,
-# and the run ended 9 % sooner (README, Timings).
+# and the run ended 9 % sooner (docs/timings.md).
 DEFAULT_JOBS = len(os.sched_getaffinity(0)) + 1
 
 
