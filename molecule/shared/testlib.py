@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 
@@ -82,3 +83,46 @@ def docker_exec(name: str, *cmd: str, input_text: str | None = None,
                 timeout: int = 300) -> subprocess.CompletedProcess:
     return subprocess.run(["docker", "exec", "-i", name, *cmd], input=input_text,
                           capture_output=True, text=True, timeout=timeout, check=False)
+
+
+PORTSCAN = Path(__file__).resolve().parent / "portscan.py"
+# Every SYN a scan sends passes this machine's connection tracking (Docker's bridges go
+# through its netfilter); an unanswered one stays tracked for two minutes. Scans take turns
+# (a lock shared by every job of `make test`) and start only while the table has room for
+# one more, so a scan never fills it and drops other tests' connections.
+_SCAN_LOCK = Path("/tmp/shipshape-portscan.lock")
+_CONNTRACK = Path("/proc/sys/net/netfilter")
+
+
+def _conntrack_room(needed: int) -> bool:
+    try:
+        count = int((_CONNTRACK / "nf_conntrack_count").read_text())
+        limit = int((_CONNTRACK / "nf_conntrack_max").read_text())
+    except (OSError, ValueError):
+        return True  # no connection tracking here
+    return count + needed < limit * 0.8
+
+
+def open_tcp_ports(target: str, prober: str | None = None, ports: str = "1-65535",
+                   timeout: float = 1.5) -> list:
+    """The TCP ports of `target` that accept a connection, out of every port (or `ports`),
+    scanned all at once from the container `prober` (or from this machine). A port that
+    cannot be told open or closed fails the scan: assert on the list this returns."""
+    import fcntl
+    import time
+
+    count = sum(int(high or low) - int(low) + 1 for low, _, high in (p.partition("-") for p in ports.split(",")))
+    args = [target, "--ports", ports, "--timeout", str(timeout)]
+    cmd = (["docker", "exec", "-i", prober, "python3", "-", *args] if prober
+           else [sys.executable, str(PORTSCAN), *args])
+    with open(_SCAN_LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        deadline = time.monotonic() + 240
+        while not _conntrack_room(count) and time.monotonic() < deadline:
+            time.sleep(5)
+        proc = subprocess.run(cmd, input=PORTSCAN.read_text() if prober else None, capture_output=True,
+                              text=True, timeout=300, check=False)
+    assert proc.returncode == 0, f"port scan of {target} failed: {proc.stdout} {proc.stderr}"
+    result = json.loads(proc.stdout)
+    assert result["scanned"] == count, result
+    return result["open"]
