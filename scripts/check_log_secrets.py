@@ -31,6 +31,10 @@ REGISTER_VARIABLE = "SHIPSHAPE_SECRETS_DIR"
 MIN_LENGTH = 8
 # Shorter encoded fragments would match by chance in a long log.
 MIN_ENCODED = 12
+# Lines that every key of a kind shares, so they are no secret: the first body line of an
+# OpenSSH private key ("openssh-key-v1", cipher, KDF, key count, key type), the same in every
+# unencrypted ed25519 key.
+PUBLIC_LINES = ("b3BlbnNzaC1rZXktdjE",)
 
 
 def record(name: str, value: str) -> None:
@@ -60,7 +64,7 @@ def secret_values(data, path=""):
         lines = data.strip().splitlines()
         if len(lines) > 1:
             for n, line in enumerate(lines):
-                if len(line.strip()) >= 16 and not line.startswith("-----"):
+                if len(line.strip()) >= 16 and not line.startswith(("-----", *PUBLIC_LINES)):
                     yield f"{path} (line {n + 1})", line.strip()
 
 

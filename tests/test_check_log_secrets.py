@@ -34,12 +34,24 @@ def test_leak_is_found_and_named_without_the_value(tmp_path):
 
 def test_a_line_of_a_private_key_counts_as_a_leak(tmp_path):
     import yaml
-    # A throwaway key made for this test: its second line is the first body line.
+    # A throwaway key made for this test: its third line is the second body line.
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "k")], check=True)
     key = (tmp_path / "k").read_text()
-    proc = run(tmp_path, yaml.safe_dump({"deploy_key": key}), f"msg: {key.splitlines()[1]}\n")
+    proc = run(tmp_path, yaml.safe_dump({"deploy_key": key}), f"msg: {key.splitlines()[2]}\n")
     assert proc.returncode == 1
-    assert "deploy_key (line 2)" in proc.stderr
+    assert "deploy_key (line 3)" in proc.stderr
+
+
+def test_the_header_every_openssh_key_shares_is_no_leak(tmp_path):
+    # The first body line is the same in every unencrypted ed25519 key: another key's log
+    # showing it is no sign of this key.
+    import yaml
+    for name in ("a", "b"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / name)], check=True)
+    ours, other = (tmp_path / "a").read_text(), (tmp_path / "b").read_text()
+    assert ours.splitlines()[1] == other.splitlines()[1]
+    proc = run(tmp_path, yaml.safe_dump({"deploy_key": ours}), f"msg: {other}\n")
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_a_file_without_secrets_is_an_error(tmp_path):

@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 
@@ -30,12 +31,17 @@ def run_playbook(playbook: str | Path, extra_vars: dict | None = None, *args: st
     if not path.is_absolute():
         path = scenario_dir() / path
     cmd = ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(path)]
-    if extra_vars:
-        cmd += ["-e", json.dumps(extra_vars)]
-    cmd += list(args)
     env = dict(os.environ, ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          env=env, timeout=timeout, check=False)
+    # Extra variables go in a private file, not on the command line that the log below
+    # records: a test may pass a secret (a key, a password) on purpose.
+    with tempfile.NamedTemporaryFile("w", suffix=".json", prefix="extra-vars-") as extra:
+        if extra_vars:
+            json.dump(extra_vars, extra)
+            extra.flush()
+            cmd += ["-e", f"@{extra.name}"]
+        cmd += list(args)
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env=env, timeout=timeout, check=False)
     # Kept beside the scenario's own log, where `make molecule` searches both for secrets.
     log_dir = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / ".cache" / "molecule"
     log_dir.mkdir(parents=True, exist_ok=True)

@@ -175,10 +175,16 @@ def test_sshd_05_sshd_config_file(host):
 
 
 def test_sshd_08_09_address_family_and_listen_address(host):
+    # The role's default hardening_ssh_listen_addresses ["0.0.0.0", "::"] (converge keeps it):
+    # IPv4 and IPv6 on port 22, so AddressFamily must be "any"; with "inet" sshd would drop
+    # the IPv6 listener the role asked for.
     conf = _sshd(host)
-    assert conf["addressfamily"][0] in ("inet", "inet6", "any")
-    assert any(line.startswith("ListenAddress ") for line in
-               host.file("/etc/ssh/sshd_config").content_string.splitlines())
+    assert conf["addressfamily"] == ["any"]
+    assert conf["listenaddress"] == ["0.0.0.0:22", "[::]:22"]
+    lines = host.file("/etc/ssh/sshd_config").content_string.splitlines()
+    assert [line for line in lines if line.split()[:1] == ["ListenAddress"]] == [
+        "ListenAddress 0.0.0.0", "ListenAddress ::"]
+    assert [line for line in lines if line.split()[:1] == ["AddressFamily"]] == ["AddressFamily any"]
 
 
 def test_sshd_14_host_keys(host):

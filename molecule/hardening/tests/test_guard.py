@@ -48,6 +48,9 @@ def test_bad_keys_stop_the_role_before_sshd_changes(keys, tmp_path):
     assert "hardening_deploy_authorized_keys" in proc.stdout
     assert recap(proc.stdout)[SERVER]["changed"] == 0
     assert checksums() == before
+    # A private key pasted by mistake is named by its position, never shown.
+    body = [line for key in keys for line in key.splitlines()[2:-1] if len(line) >= 16]
+    assert not any(line in proc.stdout for line in body)
 
 
 def test_a_setting_sshd_refuses_stops_the_role_before_sshd_changes():

@@ -1,6 +1,12 @@
 """Claims proven from outside the hardened servers: SSH logins tried from the prober
-container, ssh-audit run from the controller against each server's address on the scenario
-network, and the Lynis hardening index of the Debian 13 server before and after the role.
+container, a scan of every TCP port from the prober, ssh-audit run from the controller against
+each server's address on the scenario network, and the Lynis hardening index of the Debian 13
+server before and after the role.
+
+A refused login is told by what the server answered, not by ssh's exit code (255 stands for
+any failure: a network error, a timeout, a host key problem): the client prints the
+authentication methods the server still offers ("Permission denied (publickey)."), and the
+server's own log names the rule that refused.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "shared"))
-from testlib import container_ip, docker_exec  # noqa: E402
+from testlib import container_ip, docker_exec, open_tcp_ports  # noqa: E402
 
 testinfra_hosts = ["ansible://hardening-prober"]
 
@@ -25,6 +31,9 @@ SSH_AUDIT = str(Path(sys.executable).parent / "ssh-audit")
 SSH_OPTS = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
             "-o", "ConnectTimeout=10"]
 LYNIS_MIN = 80
+# The TCP ports a hardened server of this scenario answers on from outside: sshd only (the
+# scenario runs no other service; Docker's embedded DNS listens on 127.0.0.11, loopback).
+ALLOWED_TCP_PORTS = [22]
 
 
 def ssh_command(*args: str, password: str | None = None) -> list:
@@ -62,6 +71,31 @@ def ssh_from_prober(*args: str, password: str | None = None) -> subprocess.Compl
     return proc
 
 
+def refusal(user: str, server: str) -> str:
+    """The line ssh prints when SERVER turned the login down after authentication, with
+    the methods the server still offers in brackets: public keys, and nothing else."""
+    return f"{user}@{server}: Permission denied (publickey)."
+
+
+def journal_cursor(server: str) -> str:
+    """Where SERVER's journal ends now, so a test reads only what sshd logged after it."""
+    out = docker_exec(server, "journalctl", "-n", "0", "--show-cursor", "-q").stdout.strip()
+    assert out.startswith("-- cursor: "), out
+    return out.removeprefix("-- cursor: ")
+
+
+def sshd_log_after(server: str, cursor: str, expected: str) -> str:
+    """sshd's log on SERVER after CURSOR, once EXPECTED is in it (or after five seconds)."""
+    log = ""
+    for _ in range(10):
+        log = docker_exec(server, "journalctl", "-u", "ssh", "--after-cursor", cursor,
+                          "-o", "cat", "--no-pager").stdout
+        if expected in log:
+            break
+        time.sleep(0.5)
+    return log
+
+
 def unban_all() -> None:
     for server in SERVERS:
         docker_exec(server, "fail2ban-client", "unban", "--all")
@@ -82,41 +116,72 @@ def test_deploy_user_logs_in_with_its_key_and_can_sudo(server):
     assert proc.stdout.strip() == "deploy"
 
 
+# Why sshd turns root down. Debian 12 has no AllowUsers list: sshd finds root's key valid
+# and refuses for PermitRootLogin no. On Debian 13 AllowUsers (deploy only) is checked first
+# and refuses root before its key is looked at.
+ROOT_REFUSED_BY = {
+    "hardening-debian13": ["User root from {ip} not allowed because not listed in AllowUsers"],
+    "hardening-debian12": ["found at /root/.ssh/authorized_keys", "ROOT LOGIN REFUSED FROM {ip}"],
+}
+
+
 @pytest.mark.parametrize("server", SERVERS)
 def test_root_with_a_valid_key_is_refused(server):
     # prepare gave root the same key the deploy user logs in with.
+    cursor = journal_cursor(server)
     proc = ssh_from_prober("-i", "/root/.ssh/id_ed25519", f"root@{server}", "true")
     assert proc.returncode == 255
-    assert "Permission denied" in proc.stderr
+    assert refusal("root", server) in proc.stderr.splitlines(), proc.stderr
+    reasons = [line.format(ip=container_ip(PROBER)) for line in ROOT_REFUSED_BY[server]]
+    log = sshd_log_after(server, cursor, reasons[-1])
+    for reason in reasons:
+        assert reason in log, log
 
 
 @pytest.mark.parametrize("server", SERVERS)
 def test_server_offers_only_public_key_authentication(server):
+    # Without a key to offer, the client lists every method the server lets it go on with.
     proc = ssh_from_prober("-v", "-o", "PubkeyAuthentication=no", f"intruder@{server}", "true")
     assert proc.returncode == 255
-    offered = [line for line in proc.stderr.splitlines() if "Authentications that can continue" in line]
+    lines = proc.stderr.splitlines()
+    offered = [line for line in lines if "Authentications that can continue" in line]
     assert offered, proc.stderr
     assert all(line.rstrip().endswith("Authentications that can continue: publickey") for line in offered)
+    assert "debug1: No more authentication methods to try." in lines, proc.stderr
+    assert refusal("intruder", server) in lines, proc.stderr
 
 
 @pytest.mark.parametrize("server", SERVERS)
 def test_password_login_is_refused(server):
-    # prepare gave "intruder" this password; with password logins on, this would get in.
-    proc = ssh_from_prober("-o", "PreferredAuthentications=password,keyboard-interactive",
+    # prepare gave "intruder" this password; with password logins on, this would get in, and
+    # a server that took passwords but refused this one would print "(publickey,password)".
+    proc = ssh_from_prober("-v", "-o", "PreferredAuthentications=password,keyboard-interactive",
                            "-o", "PubkeyAuthentication=no", f"intruder@{server}", "true",
                            password="intruder-password")
-    assert proc.returncode != 0
-    assert "Permission denied (publickey)" in proc.stderr
+    assert proc.returncode == 255
+    lines = proc.stderr.splitlines()
+    assert refusal("intruder", server) in lines, proc.stderr
+    # The password was never sent: the server offered no method a password could answer.
+    assert "debug1: Authentications that can continue: publickey" in lines, proc.stderr
+    assert "debug1: No more authentication methods to try." in lines, proc.stderr
+    assert not [line for line in lines if "Next authentication method: password" in line
+                or "Next authentication method: keyboard-interactive" in line], proc.stderr
 
 
 def test_allow_users_keeps_other_users_out():
     # Debian 13 runs with hardening_ssh_allow_users: [deploy]; "intruder" has the deploy key.
-    refused = ssh_from_prober("-i", "/root/.ssh/id_ed25519", "intruder@hardening-debian13", "true")
+    server = "hardening-debian13"
+    cursor = journal_cursor(server)
+    refused = ssh_from_prober("-i", "/root/.ssh/id_ed25519", f"intruder@{server}", "true")
     assert refused.returncode == 255
+    assert refusal("intruder", server) in refused.stderr.splitlines(), refused.stderr
+    reason = f"User intruder from {container_ip(PROBER)} not allowed because not listed in AllowUsers"
+    assert reason in sshd_log_after(server, cursor, reason)
     # Debian 12 has no AllowUsers list: the same key lets "intruder" in, so the refusal
     # above comes from AllowUsers and not from a broken key.
     allowed = ssh_from_prober("-i", "/root/.ssh/id_ed25519", "intruder@hardening-debian12", "id -un")
     assert allowed.returncode == 0, allowed.stderr
+    assert allowed.stdout.strip() == "intruder"
 
 
 def test_fail2ban_bans_an_address_after_repeated_failures():
@@ -138,10 +203,24 @@ def test_fail2ban_bans_an_address_after_repeated_failures():
         else:
             time.sleep(1)
     assert prober_ip in banned, banned
-    # Banned: even the deploy user's key no longer gets through from that address.
+    # Banned: even the deploy user's key no longer gets through from that address. The ban
+    # (nftables-multiport, blocktype reject) answers a new connection with an ICMP
+    # port-unreachable, which the client reports as refused before any SSH is spoken.
     proc = docker_exec(PROBER, *ssh_command("-i", "/root/.ssh/id_ed25519", f"deploy@{server}", "true"), timeout=60)
     assert proc.returncode == 255
-    assert "Connection refused" in proc.stderr or "timed out" in proc.stderr, proc.stderr
+    assert f"ssh: connect to host {server} port 22: Connection refused" in proc.stderr.splitlines(), proc.stderr
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_only_the_ssh_port_answers_from_outside(server):
+    """A connect scan of every TCP port (1-65535) from the prober finds the server answering
+    on the allowed ports and on no other."""
+    try:
+        answering = open_tcp_ports(container_ip(server), prober=PROBER)
+    finally:
+        # The scan's bare connection to port 22 logs in to nothing: fail2ban counts it.
+        unban_all()
+    assert answering == ALLOWED_TCP_PORTS
 
 
 def _audit(server: str) -> tuple[subprocess.CompletedProcess, dict]:
