@@ -11,7 +11,7 @@ import re
 import shlex
 import subprocess
 
-from conftest import REPO, demo_cli, docker, vault_values
+from demo_env import REPO, demo_cli, docker, vault_values
 
 # The hardening role's lockout proof (roles/hardening/tasks/ssh.yml): after sshd reloads,
 # a fresh SSH login as the deploy user. It only runs over SSH, which the demo uses.

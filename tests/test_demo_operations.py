@@ -6,11 +6,11 @@ Debian 13 server container over SSH, with Docker inside, the example app, nginx 
 certificate from a real ACME server (Pebble) and the backups. Here:
   - site.yml again changes nothing;
   - from outside (the server's address on the demo network, as a rented server's public
-    address): HTTPS with the ACME server's certificate, and only SSH, HTTP and HTTPS answer,
-    on IPv4 and on IPv6 (the server's link-local address, from the machine's side of the
-    demo network);
-  - the post-deploy validation (verify.yml): normal, in check mode, and with planted faults
-    it must report;
+    address): HTTPS with the ACME server's certificate, and of all 65535 TCP ports only SSH,
+    HTTP and HTTPS answer, on IPv4 and on IPv6 (the server's link-local address, from the
+    machine's side of the demo network);
+  - the post-deploy validation (verify.yml): normal, in check mode, and with one fault at a
+    time planted on the live server, which exactly the check for it must report;
   - deploy.yml shipping a newer version while a second deploy is stopped by the deploy lock,
     release retention, rollback.yml (refused when the schema is newer than the target
     release, then forced), a backup that the summary reports, and production.yml refusing
@@ -32,16 +32,16 @@ import socket
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import testinfra
 
-from conftest import DEMO, REPO, demo_cli, docker, vault_values
+from demo_env import DEMO, REPO, demo_cli, docker, vault_values
 
 sys.path.insert(0, str(REPO / "molecule/shared"))
-from testlib import link_local_address, recap  # noqa: E402  molecule/shared/testlib.py
+from testlib import link_local_address, open_tcp_ports, recap  # noqa: E402  molecule/shared/testlib.py
 
 SERVER = "demo"  # its name in inventories/local
 CONTAINER = demo_cli.CONTAINER
@@ -139,17 +139,28 @@ def answers(ip: str, port: int) -> bool:
         return False
 
 
-def answering(ip: str, *ports: int) -> set:
-    """The ports that answer at ip, probed at once (a dropped one costs the whole timeout)."""
-    with ThreadPoolExecutor(len(ports)) as pool:
-        return {port for port, ok in zip(ports, pool.map(lambda port: answers(ip, port), ports)) if ok}
-
-
 def summary(output: str) -> str:
-    """The summary the validation printed (the debug task's message)."""
+    """The summary the validation printed (the debug task's message), up to the next task."""
     start = output.rfind(f"Post-deploy validation of {SERVER}: ")
     assert start >= 0, output[-3000:]
-    return output[start:output.find("\n    ]", start)]
+    ends = [m.start() for m in re.finditer(r"^(TASK|RUNNING HANDLER|PLAY) \[|^PLAY RECAP", output, re.M)
+            if m.start() > start]
+    return output[start:min(ends, default=len(output))]
+
+
+# The checks of the post-deploy validation (roles/verify/tasks/*.yml), as its summary names
+# them; the HTTPS ones add the site's name or the path they request.
+CHECKS = ("health", "certificate", "headers", "admin page", "rate limit", "allowed ports answer",
+          "other ports closed", "app logs")
+ROW = re.compile(r"\b(PASS|FAIL)  (" + "|".join(map(re.escape, CHECKS)) + r")(?: [^:\n]*)?: ([^\n]*)")
+
+
+def verdicts(text: str) -> dict:
+    """{check: (PASS or FAIL, what it found)}: one row of the summary for each check, no more."""
+    rows = ROW.findall(text)
+    found = {check: (verdict, detail) for verdict, check, detail in rows}
+    assert len(rows) == len(found) and set(found) == set(CHECKS), text
+    return found
 
 
 def last_backup(host) -> str:
@@ -218,26 +229,43 @@ def test_the_certificate_does_not_verify_against_another_ca(server_ip, other_ca)
     assert proc.returncode == 60, (proc.returncode, proc.stderr)
 
 
-def test_a_forgotten_service_listens_on_every_address(host):
-    # Bad state an operator may leave behind: the firewall is what must keep it unreachable.
-    # `--bind ::` takes IPv4 and IPv6 alike.
-    started = host.run("systemd-run --unit forgotten-cache python3 -m http.server --bind :: 6379")
-    assert started.rc == 0, started.stderr
+FORGOTTEN_PORT = 6379  # a cache an operator started by hand and forgot
+
+
+def start_forgotten_service(host) -> None:
+    """A service listening on every address of the server at FORGOTTEN_PORT (started once)."""
+    if host.run("systemctl is-active --quiet forgotten-cache").rc != 0:
+        # `--bind ::` takes IPv4 and IPv6 alike.
+        started = host.run(f"systemd-run --unit forgotten-cache python3 -m http.server --bind :: {FORGOTTEN_PORT}")
+        assert started.rc == 0, started.stderr
     for _ in range(30):
-        listening = host.run("ss -H -l -t -n 'sport = :6379'").stdout
+        listening = host.run(f"ss -H -l -t -n 'sport = :{FORGOTTEN_PORT}'").stdout
         if listening.strip():
             break
         time.sleep(0.5)
-    assert "*:6379" in listening or "[::]:6379" in listening, listening
-    assert host.run("python3 -c %s", "import socket; socket.create_connection(('127.0.0.1', 6379), 3)").rc == 0
+    assert f"*:{FORGOTTEN_PORT}" in listening or f"[::]:{FORGOTTEN_PORT}" in listening, listening
+
+
+def test_a_forgotten_service_listens_on_every_address(host):
+    # Bad state an operator may leave behind: the firewall is what must keep it unreachable.
+    start_forgotten_service(host)
+    assert host.run("python3 -c %s",
+                    f"import socket; socket.create_connection(('127.0.0.1', {FORGOTTEN_PORT}), 3)").rc == 0
 
 
 @pytest.mark.parametrize("family", ["IPv4", "IPv6"])
-def test_only_ssh_http_and_https_answer_from_outside(family, server_ip, server_ipv6):
+def test_only_ssh_http_and_https_answer_from_outside(family, host, server_ip, server_ipv6):
+    """Every TCP port, 1 to 65535, is tried from this machine: only SSH, HTTP and HTTPS accept
+    a connection. Among the closed ones: the app's own port 8000 (published by Docker on
+    127.0.0.1), the database, Docker's API, and the forgotten service listening on every
+    address (test above)."""
     address = server_ip if family == "IPv4" else server_ipv6
-    # 8000: the app (published on 127.0.0.1); 5432: the database; 6379: the forgotten service;
-    # 2375: Docker's API.
-    assert answering(address, 22, 80, 443, 8000, 5432, 6379, 2375) == {22, 80, 443}
+    assert open_tcp_ports(address) == [22, 80, 443]
+    # The scan's one connection to 22 that never logs in is what fail2ban counts (its
+    # aggressive sshd jail): it stays below the limit, so this machine, which deploys over
+    # SSH from the same address, is not banned.
+    banned = host.run("fail2ban-client get sshd banip").stdout.split()
+    assert banned == [], banned
 
 
 def test_root_and_password_logins_are_off(host):
@@ -265,9 +293,7 @@ def test_validation_passes_changes_nothing_and_prints_the_summary(host, server_i
     assert "issued by Pebble Intermediate CA" in text
     assert "open ports:   22, 80, 443" in text
     assert f"last backup:  {last_backup(host)}" in text
-    for check in ("health", "certificate", "headers", "admin page", "rate limit", "allowed ports answer",
-                  "other ports closed", "app logs"):
-        assert f"PASS  {check}" in text, text
+    assert {check: verdict for check, (verdict, _) in verdicts(text).items()} == dict.fromkeys(CHECKS, "PASS"), text
 
 
 def test_validation_in_check_mode(server_ip):
@@ -277,24 +303,164 @@ def test_validation_in_check_mode(server_ip):
     assert re.search(r"all \d+ checks passed", summary(run.stdout))
 
 
-def test_validation_reports_every_planted_fault(host, server_ip, other_ca):
-    # Faults: a port the firewall now lets through to the forgotten service, a CA bundle that
-    # did not sign the certificate, and a log pattern every healthy request matches.
-    assert host.run("ufw allow 6379/tcp").rc == 0
+# One fault at a time on the live server: the validation must fail on exactly the check made
+# for that fault, with its reason, and pass every other check. A check that failed along with
+# others (as all the HTTPS checks do when TLS breaks) would prove nothing on its own.
+HEADERS_SNIPPET = "/etc/nginx/snippets/shipshape-headers.conf"  # roles/tls/templates/security-headers.conf.j2
+SITE_CONFIG = f"/etc/nginx/conf.d/shipshape-site-{NAME}.conf"  # roles/tls/templates/site.conf.j2
+PLANTED_LOG_LINE = "ERROR planted by the test: a fault the log check must report"
+
+
+def reload_nginx(host) -> None:
+    reload = host.run("nginx -t && systemctl reload nginx")
+    assert reload.rc == 0, reload.stderr
+
+
+def health_headers(ip: str) -> str:
+    proc = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-D", "-", "--max-time", "15", "--cacert", str(ROOT_CA),
+                           "--resolve", f"{NAME}:443:{ip}", f"https://{NAME}/health"],
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.lower()
+
+
+def wait_for(condition, what: str, tries: int = 40) -> None:
+    for _ in range(tries):
+        if condition():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting until {what}")
+
+
+@contextmanager
+def nginx_config_edited(host, path: str, sed_script: str):
+    """nginx serving with `path` edited by sed; afterwards the file is put back as it was,
+    byte for byte with its owner, mode and times, and nginx reloaded."""
+    before = host.file(path).sha256sum
+    backup = f"/var/tmp/{Path(path).name}.before-the-fault"
+    assert host.run(f"cp -p {path} {backup}").rc == 0
     try:
-        run = run_verify(server_ip, extra={"verify_ca_bundle": str(other_ca), "verify_logs_pattern": "GET /health"})
+        assert host.run(f"sed -i {shlex.quote(sed_script)} {path}").rc == 0
+        assert host.file(path).sha256sum != before, f"{sed_script} changed nothing in {path}"
+        reload_nginx(host)
+        yield
     finally:
-        assert host.run("ufw delete allow 6379/tcp").rc == 0
-    assert run.returncode != 0
+        restored = host.run(f"cp -p {backup} {path} && rm {backup}")
+        reload_nginx(host)
+    assert restored.rc == 0, restored.stderr
+    assert host.file(path).sha256sum == before
+
+
+@contextmanager
+def header_removed(host, ip: str, _other_ca: Path):
+    # The app sets no security header on /health (its health middleware answers first):
+    # nginx's snippet is where they all come from.
+    with nginx_config_edited(host, HEADERS_SNIPPET, "/add_header X-Frame-Options/d"):
+        wait_for(lambda: "x-frame-options" not in health_headers(ip), "nginx serves without X-Frame-Options")
+        assert "strict-transport-security" in health_headers(ip)
+        yield {}
+    wait_for(lambda: "x-frame-options" in health_headers(ip), "nginx serves X-Frame-Options again")
+
+
+@contextmanager
+def rate_limit_off(host, ip: str, _other_ca: Path):
+    # The limit_req lines of the admin and login locations; the zone itself stays defined.
+    with nginx_config_edited(host, SITE_CONFIG, "/limit_req zone=shipshape_limited/d"):
+        assert host.run(f"grep -c limit_req {SITE_CONFIG}").stdout.strip() == "0"
+        yield {}
+
+
+@contextmanager
+def port_allowed(host, ip: str, _other_ca: Path):
+    start_forgotten_service(host)
+    rules = host.run("ufw status verbose").stdout
+    assert not answers(ip, FORGOTTEN_PORT)
+    opened = host.run(f"ufw allow {FORGOTTEN_PORT}/tcp")
+    try:
+        assert opened.rc == 0, opened.stderr
+        assert answers(ip, FORGOTTEN_PORT)
+        yield {}
+    finally:
+        closed = host.run(f"ufw delete allow {FORGOTTEN_PORT}/tcp")
+    assert closed.rc == 0, closed.stderr
+    assert host.run("ufw status verbose").stdout == rules
+    assert not answers(ip, FORGOTTEN_PORT)
+
+
+@contextmanager
+def wrong_ca_bundle(host, ip: str, other_ca: Path):
+    # The fault is on the controller's side: the CA bundle the checks trust did not sign the
+    # site's certificate, as when a server was given a certificate from another CA.
+    yield {"verify_ca_bundle": str(other_ca)}
+
+
+def app_logs(host, since: str) -> str:
+    logs = host.run(f"docker compose --project-name example logs --no-color --since {since}")
+    assert logs.rc == 0, logs.stderr
+    return logs.stdout
+
+
+@contextmanager
+def error_in_app_logs(host, ip: str, _other_ca: Path):
+    # A line on the standard output of the app's web process (PID 1 of its container), where
+    # the app's own errors go. A printed line cannot be taken back: it stays in the check's
+    # window (verify_logs_since, 15 minutes), which is why this fault is planted last; the
+    # next deploy replaces the container. The run must find this line and no other.
+    web = host.run("docker ps -q --filter label=com.docker.compose.project=example "
+                   "--filter label=com.docker.compose.service=web").stdout.split()
+    assert len(web) == 1, web
+    assert PLANTED_LOG_LINE not in app_logs(host, "15m")
+    printed = host.run(f"docker exec {web[0]} sh -c {shlex.quote(f'echo {PLANTED_LOG_LINE} > /proc/1/fd/1')}")
+    assert printed.rc == 0, printed.stderr
+    wait_for(lambda: PLANTED_LOG_LINE in app_logs(host, "1m"), "the line is in the app's logs")
+    yield {}
+
+
+# fault: (how it is planted, {check that must fail: what it must say}, other lines the summary
+# must show); in the order they run.
+FAULTS = {
+    "security-header-removed": (header_removed, {"headers": "missing: x-frame-options"}, ()),
+    "rate-limit-off": (rate_limit_off, {
+        "rate limit": "15 requests in a row and none refused with 429 or 503 (statuses: 200)"}, ()),
+    "port-opened-to-a-forgotten-service": (port_allowed, {
+        "other ports closed": f"open but not allowed: {FORGOTTEN_PORT}"},
+        (f"open ports:   22, 80, 443, {FORGOTTEN_PORT}",)),
+    # Every HTTPS request fails once the certificate does not verify: the health, headers,
+    # admin page and rate limit checks cannot be made either, and fail with it. The ports and
+    # the logs are checked without HTTPS and pass.
+    "ca-bundle-that-did-not-sign-the-certificate": (wrong_ca_bundle, {
+        "certificate": "not verified",
+        "health": "the certificate did not verify",
+        "headers": "no answer",
+        "admin page": "the certificate did not verify",
+        "rate limit": "the certificate did not verify"}, ("certificate:  not verified",)),
+    # One line found, the planted one: nothing else in the app's output looks like an error.
+    "error-line-in-the-app-logs": (error_in_app_logs, {"app logs": "1 lines of the last 15m match"},
+                                   (PLANTED_LOG_LINE,)),
+}
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_validation_fails_exactly_the_check_for_a_planted_fault(fault, host, server_ip, other_ca):
+    """With this one fault on the server, verify.yml fails, changes nothing, and its summary
+    says FAIL, with the reason, for exactly the checks named in FAULTS, and PASS for all the
+    others. The fault is removed before the next one is planted: each fixture proves the
+    server back as it was (same files, same firewall rules), and the next run, which must
+    pass that check again, proves it from outside."""
+    plant, failing, shown = FAULTS[fault]
+    with plant(host, server_ip, other_ca) as extra:
+        run = run_verify(server_ip, extra=extra)
+    assert run.returncode != 0, run.stdout[-4000:]
     assert recap(run.stdout)[SERVER]["changed"] == 0
     text = summary(run.stdout)
-    assert "checks FAILED" in text
-    for check in ("health", "certificate", "headers", "admin page", "rate limit", "app logs"):
-        assert f"FAIL  {check}" in text, text
-    assert "the certificate did not verify" in text
-    assert "open but not allowed: 6379" in text
-    assert "PASS  allowed ports answer" in text
-    assert "post-deploy check(s) failed" in run.stdout
+    found = verdicts(text)
+    assert {check for check, (verdict, _) in found.items() if verdict == "FAIL"} == set(failing), text
+    for check, reason in failing.items():
+        assert reason in found[check][1], text
+    for line in shown:
+        assert line in text, text
+    assert f"{len(failing)} of {len(CHECKS)} checks FAILED" in text
+    assert f"{len(failing)} post-deploy check(s) failed on {SERVER}" in run.stdout
 
 
 # ------------------------------------------------------------------ the other playbooks
