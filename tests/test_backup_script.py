@@ -14,6 +14,7 @@ import importlib.machinery
 import importlib.util
 import json
 import os
+import socket
 import threading
 from pathlib import Path
 
@@ -290,12 +291,34 @@ def test_the_webhook_receives_the_failure(cfg, tmp_path):
     assert received[0]["app"] == "demo-app" and received[0]["message"] == "disk on fire"
 
 
-def test_a_broken_alert_hook_does_not_hide_the_failure(cfg, tmp_path):
+def test_a_broken_alert_hook_does_not_hide_the_failure(cfg, tmp_path, monkeypatch, capsys):
+    # Both hooks broken: the command runs (it leaves a mark) and exits 3, the webhook's port
+    # has a socket bound but not listening, so the connection is refused.
     config = json.loads(cfg.read_text())
-    config["alert_command"] = "exit 3"
+    config["alert_command"] = f"echo \"$SHIPSHAPE_BACKUP_EVENT\" >> {tmp_path}/alerts; exit 3"
     cfg.write_text(json.dumps(config))
-    (tmp_path / "secrets.json").write_text(json.dumps({"alert_webhook": "http://127.0.0.1:9/nothing"}))
-    sb.alert(sb.Config(str(cfg)), "backup-failed", "x")  # logs, does not raise
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        (tmp_path / "secrets.json").write_text(json.dumps(
+            {"alert_webhook": f"http://127.0.0.1:{closed.getsockname()[1]}/hook"}))
+
+        def broken(cfg, target):
+            raise sb.BackupError("pg_dump failed (exit 1): connection refused")
+        monkeypatch.setattr(sb, "dump_database", broken)
+        # The hooks' failures raise nothing out of the run: it ends with its own exit code.
+        assert sb.main(["--config", str(cfg), "run"]) == 1
+
+    assert (tmp_path / "alerts").read_text() == "backup-failed\n"  # the command was called
+    stderr = capsys.readouterr().err.splitlines()
+    # The backup's failure is in the journal, and so is each broken hook.
+    assert "shipshape-backup run: pg_dump failed (exit 1): connection refused" in stderr, stderr
+    assert "shipshape-backup: the alert command failed (exit 3)" in stderr, stderr
+    assert "shipshape-backup: the alert webhook failed: URLError" in stderr, stderr
+    # The status file, which monitoring reads, still records the backup's failure.
+    status = json.loads((sb.Config(str(cfg)).dir / "status.json").read_text())
+    assert status["last_error"] == "pg_dump failed (exit 1): connection refused"
+    dt.datetime.strptime(status["last_failure"], "%Y-%m-%dT%H:%M:%SZ")
+    assert "last_success" not in status
 
 
 def test_two_runs_in_one_second_get_different_names(cfg, monkeypatch):

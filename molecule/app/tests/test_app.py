@@ -125,12 +125,22 @@ def test_health_reports_the_deployed_commit_and_the_database(host):
     assert body["version"] == commit_of(host, "v1")
 
 
+def published_ports(host) -> dict:
+    """{compose service: [its host port bindings]} of every running container, e.g.
+    {"web": ["127.0.0.1:8000->8000/tcp"], "db": []}; a port only exposed is no binding."""
+    found = {}
+    for line in host.check_output(
+            "docker ps --format '{{.Label \"com.docker.compose.service\"}}|{{.Ports}}'").splitlines():
+        service, _, ports = line.partition("|")
+        found.setdefault(service, []).extend(p.strip() for p in ports.split(",") if "->" in p)
+    return found
+
+
 def test_web_is_published_on_loopback_only_and_db_not_at_all(host):
-    ports = host.run("docker ps --format '{{.Names}} {{.Ports}}'").stdout
-    web = [line for line in ports.splitlines() if "web" in line]
-    db = [line for line in ports.splitlines() if "db" in line]
-    assert web and all("127.0.0.1:8000->8000/tcp" in line and "0.0.0.0" not in line for line in web)
-    assert db and all("->" not in line for line in db)
+    # The whole set of bindings on the server: the web service on IPv4 loopback, nothing
+    # else. A publish on every address (0.0.0.0:8000, [::]:8000 or :::8000), a second
+    # port, or any publish of the database would be in it.
+    assert published_ports(host) == {"web": ["127.0.0.1:8000->8000/tcp"], "db": []}
 
 
 def login(host, password: str):

@@ -57,10 +57,11 @@ def inner_image() -> str:
 @pytest.fixture(scope="session")
 def web(inner_image: str) -> str:
     """A web server in a container whose `ports:` line names no host address (8080:8000),
-    and a control container published explicitly on every address (0.0.0.0:8081:8000)."""
-    for name, port in (("web", "8080:8000"), ("web-public", "0.0.0.0:8081:8000")):
+    and a control container published explicitly on every IPv4 and every IPv6 address
+    (0.0.0.0:8081:8000 and [::]:8081:8000)."""
+    for name, ports in (("web", "-p 8080:8000"), ("web-public", "-p 0.0.0.0:8081:8000 -p [::]:8081:8000")):
         sh(f"docker rm -f {name}")
-        ok(f"docker run -d --name {name} -p {port} {inner_image} python3 -m http.server 8000")
+        ok(f"docker run -d --name {name} {ports} {inner_image} python3 -m http.server 8000")
     for port in (8080, 8081):
         wait_http(f"http://127.0.0.1:{port}/")
     return "web"

@@ -2,10 +2,13 @@
 
 prepare.yml planted a stray listener on 8081, web listeners on 80 and 443 (each on IPv4 and
 IPv6), and a container that Docker publishes on 8080 (Docker's NAT bypasses UFW's input
-chain). After the role, only 22, 80 and 443 may answer from the prober; published container
-ports answer only when ufw_allow_rules lists them, whether Docker started before or after
-UFW. Every probe goes to the host's IPv4 address and to its IPv6 (link-local) address: UFW
-filters IPv6 with its own rules (ip6tables), and a hole there is a hole all the same.
+chain). After the role, only 22, 80 and 443 may answer from the prober: every TCP port is
+scanned to prove it, so a hole nobody planted shows as well. Published container ports answer
+only when ufw_allow_rules lists them, whether Docker started before or after UFW. Every probe
+goes to the host's IPv4 address and to its IPv6 (link-local) address: UFW filters IPv6 with
+its own rules (ip6tables), and a hole there is a hole all the same.
+
+The tests run on the firewalled hosts only (testinfra_hosts); the prober is the outside.
 """
 
 from __future__ import annotations
@@ -23,6 +26,10 @@ import testlib  # noqa: E402
 HARDENED = ["ufw-debian13", "ufw-debian12"]
 PROBER = "ufw-prober"
 IMAGE = "shipshape/host:debian13"
+# What may answer from outside: SSH and the web.
+ALLOWED = [22, 80, 443]
+
+testinfra_hosts = [f"ansible://{name}" for name in HARDENED]
 
 # Runs on the prober: TCP connect to each port of a target (a name, an IPv4 address or a
 # scoped IPv6 address), in parallel, short timeout.
@@ -66,10 +73,7 @@ def prober():
 
 @pytest.fixture
 def name(host):
-    hostname = host.backend.get_hostname()
-    if hostname not in HARDENED:
-        pytest.skip("the prober is not firewalled")
-    return hostname
+    return host.backend.get_hostname()
 
 
 @pytest.fixture
@@ -91,6 +95,13 @@ def addresses(name: str) -> dict[str, str]:
 def probe_both(prober, name: str, *ports: int) -> dict[str, dict[int, str]]:
     """probe() on the host's IPv4 and IPv6 addresses: {family: {port: state}}."""
     return {family: probe(prober, address, *ports) for family, address in addresses(name).items()}
+
+
+def open_from_outside(name: str) -> dict[str, list[int]]:
+    """Every TCP port of the host that accepts a connection from the prober, by family: all
+    65535 ports are scanned on each address."""
+    return {family: testlib.open_tcp_ports(address, prober=PROBER)
+            for family, address in addresses(name).items()}
 
 
 def fetch(host, url: str) -> str:
@@ -143,9 +154,8 @@ def test_after_rules_are_valid(box, name):
 # ---------------------------------------------------------------- from outside
 
 
-def test_only_ssh_and_web_answer_from_outside(box, name, prober):
-    results = probe_both(prober, name, 22, 80, 443, 8080, 8081)
-    assert open_ports(results) == {"IPv4": [22, 80, 443], "IPv6": [22, 80, 443]}, results
+def test_only_ssh_and_web_answer_from_outside(box, name):
+    assert open_from_outside(name) == {"IPv4": ALLOWED, "IPv6": ALLOWED}
     # The blocked ports do have listeners on both addresses: the firewall, not a missing
     # service, stops them (a host's connections to its own addresses go over loopback).
     for address in addresses(name).values():
@@ -311,7 +321,7 @@ def test_containers_keep_outbound_traffic_and_talk_to_each_other(box, name):
         box.run("docker rm -f ufwtest-web; docker network rm ufwtest-net")
 
 
-def test_docker_started_after_the_firewall_is_closed_too(box, name, prober):
+def test_docker_started_after_the_firewall_is_closed_too(box, name):
     """As at boot, or when Docker is installed after this role: UFW loads its rules into an
     empty ruleset (no Docker chains), then Docker starts and publishes ports."""
     box.check_output("systemctl stop docker.service docker.socket")
@@ -338,8 +348,11 @@ def test_docker_started_after_the_firewall_is_closed_too(box, name, prober):
         box.check_output("for i in $(seq 50); do "
                           "python3 -c %s http://127.0.0.1:8080/ | grep -qx 200 && exit 0; "
                           "sleep 0.2; done; exit 1", FETCH)
-        results = probe_both(prober, name, 22, 80, 8080, 8081, 8090)
-        assert open_ports(results) == {"IPv4": [22, 80], "IPv6": [22, 80]}, results
+        # Neither published container (8080, 8090) nor the stray listener (8081) answers,
+        # nor anything else: every port is scanned. All three do listen on both addresses.
+        assert open_from_outside(name) == {"IPv4": ALLOWED, "IPv6": ALLOWED}
+        for address in addresses(name).values():
+            assert probe(box, address, 8080, 8081, 8090) == {8080: "open", 8081: "open", 8090: "open"}, address
         assert_container_reaches_prober(box)
     finally:
         box.run("docker rm -f ufwtest-8090")
