@@ -13,17 +13,7 @@ import pytest
 # demo_env sits beside this file; the test files import it too, whichever import mode runs them.
 if str(Path(__file__).resolve().parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-from demo_env import DEMO, REPO, demo_cli, demo_leftovers, docker  # noqa: E402
-
-
-def say(request, line: str) -> None:
-    """Print a line to the terminal even while pytest captures the output."""
-    capture = request.config.pluginmanager.getplugin("capturemanager")
-    if capture is None:
-        print(line)
-        return
-    with capture.global_and_fixture_disabled():
-        print(line, flush=True)
+from demo_env import DEMO, REPO, demo_cli, demo_leftovers, docker, say  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -46,3 +46,13 @@ def demo_leftovers() -> list:
         if path.exists():
             found.append(str(path.relative_to(REPO)))
     return found
+
+
+def say(request, line: str) -> None:
+    """Print a line to the terminal even while pytest captures the output."""
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    if capture is None:
+        print(line, flush=True)
+        return
+    with capture.global_and_fixture_disabled():
+        print(line, flush=True)
