@@ -5,20 +5,11 @@ applies to both).
 A skipped test proves nothing, so a skip is a FAILURE unless ALLOWED_SKIPS below lists the
 test with the reason it may not apply on some machine. The same holds for xfail and for a
 module skipped at collection.
-
-Tests that make a secret (a key, a password, a vault) hand it to the `record_secret`
-fixture: scripts/run_scenarios.py then searches every job's log for it.
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent / "scripts"))
-import check_log_secrets  # noqa: E402  the register of the run's secrets
 
 # node id (without its parameters) -> why a skip of it is acceptable on some machines.
 ALLOWED_SKIPS = {
@@ -68,11 +59,3 @@ def pytest_make_collect_report(collector):
     if report.skipped:
         _refuse(report, report.nodeid)
 
-
-# ------------------------------------------------------------------ secrets
-
-@pytest.fixture(scope="session")
-def record_secret():
-    """record_secret(name, value): the run's secret scan searches every log for the value
-    (scripts/check_log_secrets.py's register; nothing happens outside `make test`)."""
-    return check_log_secrets.record

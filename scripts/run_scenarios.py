@@ -10,8 +10,9 @@ Each job's whole output goes to .cache/molecule/NAME.log (a scenario's tests add
 the playbooks they ran, NAME.runs.log). When every job is done, each is judged:
   - its exit code; exit code 5 of pytest (no tests collected) fails it;
   - a job that runs tests must show at least one passed test in pytest's JUnit report
-    (.cache/molecule/NAME.junit.xml); its passed / failed / skipped counts go into the closing table (conftest.py fails every skip
-    it does not allow-list, so the skipped column holds only allowed ones);
+    (.cache/molecule/NAME.junit.xml); its passed / failed / skipped counts go into the
+    closing table (conftest.py fails every skip it does not allow-list, so the skipped
+    column holds only allowed ones);
   - every log of every job is searched for every secret of the run: the scenarios'
     secrets.yml files (stand-ins for the vault) and what each job registered in
     .cache/molecule/NAME.secrets/ (generated keys, vault values and passwords; see

@@ -21,6 +21,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
 
+import check_log_secrets  # noqa: E402  (the run's scan of the logs searches them for the secrets made here)
 import demo  # noqa: E402  (the demo's helpers start and provision host containers)
 import inventory_common  # noqa: E402
 import prepare  # noqa: E402
@@ -59,7 +60,7 @@ def snapshot(container: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def servers(tmp_path_factory, record_secret):
+def servers(tmp_path_factory):
     if not docker_answers():
         pytest.fail("no Docker engine answers: start one with scripts/ensure_docker.py (`make engine`)")
     if not image_exists(demo.IMAGE):
@@ -70,7 +71,7 @@ def servers(tmp_path_factory, record_secret):
     tmp = tmp_path_factory.mktemp("validate-servers")
     key = tmp / "id_ed25519"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", PREFIX, "-f", str(key)], check=True)
-    record_secret("validate-test-ssh-key", key.read_text())
+    check_log_secrets.record("validate-test-ssh-key", key.read_text())
     remove_ours()
     try:
         demo.run_host(SERVER, NETWORK, "validate-test")
@@ -97,7 +98,7 @@ def servers(tmp_path_factory, record_secret):
 
 
 @pytest.fixture(scope="module")
-def good(servers, tmp_path_factory, record_secret):
+def good(servers, tmp_path_factory):
     """An inventory for the test server made by prepare.py, which validate.py passes."""
     base = tmp_path_factory.mktemp("validate-good")
     inv = base / "inventories" / "vt"
@@ -112,8 +113,8 @@ def good(servers, tmp_path_factory, record_secret):
     # The test domain has no DNS: the inventory states where it points (a WARN, never a PASS).
     edit_main(inv, "shipshape_dns_overrides", {DOMAIN: servers[SERVER]})
     edit_main(inv, "backups_restic_repository", "/var/lib/shipshape-offsite/restic")
-    record_secret("validate-test-vault-password", password_file.read_text())
-    record_secret("validate-test-vault.yml", inventory_common.vault_decrypt(inv / "group_vars/all/vault.yml",
+    check_log_secrets.record("validate-test-vault-password", password_file.read_text())
+    check_log_secrets.record("validate-test-vault.yml", inventory_common.vault_decrypt(inv / "group_vars/all/vault.yml",
                                                                              password_file))
     secrets = list(yaml.safe_load(inventory_common.vault_decrypt(inv / "group_vars/all/vault.yml",
                                                                  password_file)).values())
