@@ -9,8 +9,10 @@ versions`). Starting from v1 serving, each round:
   1. deploy.yml to v2 under load        (ours: the new release starts beside the old one,
                                           gets the traffic once healthy)
   2. rollback.yml back to v1 under load  (the previous release, no rebuild)
-  3. the same change the plain way: on the server, .compose.env set to v2's image and
-     `docker compose up -d` under load, then back to v1 the same way (unmeasured)
+  3. the same change the plain way: on the server, in the live release's directory
+     (/srv/example/current), .compose.env set to v2's image and `docker compose up -d` of the
+     live slot's project (example-a or example-b) under load, then back to v1 the same way
+     (unmeasured)
 
 The load is LOADGEN's: RATE requests per second, each on a new TLS connection, to /health
 over HTTPS with the certificate verified. It prints, per method, the failed requests, the
@@ -88,12 +90,26 @@ def on_server(script: str) -> float:
     return time.monotonic() - start
 
 
+# The live slot: the one of /srv/example/slots/{a,b} that points at the release `current`
+# points at. Sets $slot (a or b) and $port (its APP_PORT, from slots/$slot.env).
+LIVE_SLOT = (
+    "live=$(readlink -f /srv/example/current); slot=; "
+    "for s in a b; do [ \"$(readlink -f /srv/example/slots/$s)\" = \"$live\" ] && slot=$s; done; "
+    "[ -n \"$slot\" ] || { echo \"no slot runs the live release $live\" >&2; exit 1; }; "
+    "port=$(sed -n 's/^APP_PORT=//p' /srv/example/slots/$slot.env); "
+)
+
+
 def plain_recreate(to: str) -> float:
-    """`docker compose up -d` of the app project with TO's image, as a hand deploy does."""
+    """`docker compose up -d` of the live slot's project with TO's image, as a hand deploy does:
+    in the live release's directory, .compose.env set to TO's image, then
+    `docker compose -p example-SLOT --env-file .compose.env --env-file /srv/example/slots/SLOT.env up -d`."""
     return on_server(
-        "cd /srv/example/src && "
+        LIVE_SLOT
+        + "cd /srv/example/current && "
         f"sed -i -e 's/^APP_IMAGE=\\(.*\\):.*/APP_IMAGE=\\1:{to}/' -e 's/^APP_VERSION=.*/APP_VERSION={to}/' .compose.env && "
-        "docker compose -p example --env-file .compose.env up -d web >/dev/null 2>&1")
+        "docker compose -p \"example-$slot\" --env-file .compose.env --env-file \"/srv/example/slots/$slot.env\" "
+        "up -d web >/dev/null 2>&1")
 
 
 def reached(summary: dict, version: str, what: str) -> None:
@@ -140,9 +156,9 @@ def main(argv=None) -> int:
     rows = {"ours: deploy.yml": [], "ours: rollback.yml": [], "plain: docker compose up -d": []}
     try:
         # From v1 serving, whatever state --reuse found.
-        playbook("deploy.yml", {"app_checkout_version": "v1"}, LOG_DIR / "release-start.log")
+        playbook("deploy.yml", {"app_version": "v1"}, LOG_DIR / "release-start.log")
         for n in range(1, args.rounds + 1):
-            took, s = under_load(lambda: playbook("deploy.yml", {"app_checkout_version": "v2"},
+            took, s = under_load(lambda: playbook("deploy.yml", {"app_version": "v2"},
                                                   LOG_DIR / f"release-deploy-{n}.log"), args.rate)
             reached(s, v2, "deploy.yml")
             rows["ours: deploy.yml"].append((took, s))
@@ -150,7 +166,7 @@ def main(argv=None) -> int:
                   f"{describe(s)}", flush=True)
             # Forced: with --reuse the database may have migrations of later tags (v3), which
             # v1 and v2 do not know; the schema check is not measured here.
-            took, s = under_load(lambda: playbook("rollback.yml", {"app_release_rollback_force": True},
+            took, s = under_load(lambda: playbook("rollback.yml", {"app_rollback_force": True},
                                                   LOG_DIR / f"release-rollback-{n}.log"), args.rate)
             reached(s, v1, "rollback.yml")
             rows["ours: rollback.yml"].append((took, s))
@@ -162,8 +178,8 @@ def main(argv=None) -> int:
             print(f"[bench] round {n} plain recreate v1 -> v2: {took:.1f} s, v2 answered after {s['switch_s']} s; "
                   f"{describe(s)}", flush=True)
             plain_recreate(v1)
-            on_server("for i in $(seq 90); do curl -fsS http://127.0.0.1:8000/health >/dev/null 2>&1 && exit 0; "
-                      "sleep 1; done; exit 1")
+            on_server(LIVE_SLOT + "for i in $(seq 90); do curl -fsS \"http://127.0.0.1:$port/health\" >/dev/null 2>&1 "
+                      "&& exit 0; sleep 1; done; exit 1")
     finally:
         if not args.keep and not args.reuse:
             demo_cmd("down", LOG_DIR / "release-down-last.log")

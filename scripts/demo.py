@@ -384,7 +384,7 @@ def versions(_args) -> int:
     for ref, commit in found.items():
         print(f"{ref:16} {commit}")
     say("deploy one: ansible-playbook playbooks/deploy.yml -i inventories/local "
-        f"--vault-password-file {VAULT_PASSWORD_FILE.relative_to(REPO_ROOT)} -e app_checkout_version=v2")
+        f"--vault-password-file {VAULT_PASSWORD_FILE.relative_to(REPO_ROOT)} -e app_version=v2")
     return 0
 
 

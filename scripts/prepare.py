@@ -67,32 +67,30 @@ shipshape_domain: ""
 hardening_deploy_authorized_keys: []
 
 # The app: its Git repository (prepare.py --repo) and the branch, tag or commit to deploy.
-app_checkout_repo_url: ""
-app_checkout_version: main
+app_repo_url: ""
+app_version: main
 # A private repository over SSH also needs a deploy key (in the vault) and the Git server's
-# pinned host key (see roles/app_checkout/README.md):
-# app_checkout_deploy_key: "{{{{ vault_app_deploy_key }}}}"
-# app_checkout_known_hosts: ["git.example.com ssh-ed25519 AAAA..."]
+# pinned host key (see roles/app/README.md):
+# app_deploy_key: "{{{{ vault_app_deploy_key }}}}"
+# app_known_hosts: ["git.example.com ssh-ed25519 AAAA..."]
+# The commands a Django app runs on a deploy: its migrations, and the admin user named by
+# DJANGO_SUPERUSER_* below, created when absent (none: only the commands of app_hooks).
+app_preset: django
 
 # The app's environment: every key of its .env.example. These are the example app's keys
 # (examples/django-app/.env.example); the secret ones come from the vault.
-app_checkout_env:
+app_env:
   ALLOWED_HOSTS: "{{{{ shipshape_domain }}}}"
   CSRF_TRUSTED_ORIGINS: "https://{{{{ shipshape_domain }}}}"
   POSTGRES_HOST: db
   POSTGRES_USER: "{{{{ shipshape_app_name }}}}"
   POSTGRES_DB: "{{{{ shipshape_app_name }}}}"
-  DJANGO_SUPERUSER_USERNAME: "{{{{ app_superuser_username }}}}"
-  DJANGO_SUPERUSER_EMAIL: "{{{{ app_superuser_email }}}}"
-app_checkout_env_secrets:
+  DJANGO_SUPERUSER_USERNAME: admin
+  DJANGO_SUPERUSER_EMAIL: "admin@{{{{ shipshape_domain }}}}"
+app_env_secrets:
   SECRET_KEY: "{{{{ vault_django_secret_key }}}}"
   POSTGRES_PASSWORD: "{{{{ vault_postgres_password }}}}"
   DJANGO_SUPERUSER_PASSWORD: "{{{{ vault_superuser_password }}}}"
-
-# The app's admin user, created on the first deploy.
-app_superuser_username: admin
-app_superuser_email: "admin@{{{{ shipshape_domain }}}}"
-app_superuser_password: "{{{{ vault_superuser_password }}}}"
 
 # Backups: the password of the restic repository (from the vault) and where it is.
 backups_restic_password: "{{{{ vault_restic_password }}}}"
@@ -129,15 +127,12 @@ all:
 
 # Settings the mapping in main.yml must provide, with the block appended when one is absent.
 MAPPINGS = {
-    "app_checkout_env_secrets": (
+    "app_env_secrets": (
         "# The app's secret environment, from the vault.\n"
-        "app_checkout_env_secrets:\n"
+        "app_env_secrets:\n"
         '  SECRET_KEY: "{{ vault_django_secret_key }}"\n'
         '  POSTGRES_PASSWORD: "{{ vault_postgres_password }}"\n'
         '  DJANGO_SUPERUSER_PASSWORD: "{{ vault_superuser_password }}"\n'),
-    "app_superuser_password": (
-        "# The app's admin password, from the vault.\n"
-        'app_superuser_password: "{{ vault_superuser_password }}"\n'),
     "backups_restic_password": (
         "# The password of the restic backup repository, from the vault.\n"
         'backups_restic_password: "{{ vault_restic_password }}"\n'),
@@ -385,12 +380,12 @@ def left_to_edit(inventory: Path, hosts: dict, main: dict, settings: dict, env: 
     if not main.get("backups_restic_repository") and main.get("backups_restic_enabled", True) is not False:
         todo.append(f"{rel(paths['main'])}: backups_restic_repository - where the off-site backup copies "
                     f"go (sftp:user@host:/path, s3:host/bucket/path, rest:https://host/path)")
-    repo = str(main.get("app_checkout_repo_url") or "")
-    if re.match(r"^(ssh://|[^/]+@[^/]+:)", repo) and not main.get("app_checkout_deploy_key"):
+    repo = str(main.get("app_repo_url") or "")
+    if re.match(r"^(ssh://|[^/]+@[^/]+:)", repo) and not main.get("app_deploy_key"):
         todo.append(f"{rel(paths['main'])}: {repo} is an SSH URL - for a private repository add a "
-                    f"deploy key to the vault (vault_app_deploy_key), map app_checkout_deploy_key to it "
-                    f"and pin the Git server in app_checkout_known_hosts")
-    todo.append(f"{rel(paths['main'])}: compare app_checkout_env and app_checkout_env_secrets with "
+                    f"deploy key to the vault (vault_app_deploy_key), map app_deploy_key to it "
+                    f"and pin the Git server in app_known_hosts")
+    todo.append(f"{rel(paths['main'])}: compare app_env and app_env_secrets with "
                 f"your app's .env.example (validate.py checks them against the repository)")
     pw = "" if default_pw else f" --vault-password-file {password_file}"
     todo.append(f"then check everything: scripts/validate.py -i {rel(inventory)}{pw}")
@@ -409,7 +404,7 @@ def parse_args(argv):
     parser.add_argument("--repo", help="Git URL of the app (https://, ssh://, git@host:path or file:///path); "
                         "needed until the inventory has one")
     parser.add_argument("--email", help="contact for certificate expiry notices (tls_acme_email)")
-    parser.add_argument("--version", dest="app_version", help="branch, tag or commit to deploy (app_checkout_version)")
+    parser.add_argument("--version", dest="app_version", help="branch, tag or commit to deploy (app_version)")
     parser.add_argument("--app-name", help="name of the deployment (shipshape_app_name)")
     parser.add_argument("--inventory", type=Path, help="inventory directory (default: inventories/ENV)")
     parser.add_argument("--vault-password-file", help="file with the vault password (default: "
@@ -451,7 +446,7 @@ def missing_required(main_path: Path, args) -> list:
             current = {}
     missing = []
     for option, given, variable in (("--domain", args.domain, "shipshape_domain"),
-                                    ("--repo", args.repo, "app_checkout_repo_url")):
+                                    ("--repo", args.repo, "app_repo_url")):
         if given is None and (not isinstance(current, dict) or is_placeholder(current.get(variable))):
             missing.append((option, variable))
     return missing
@@ -472,11 +467,11 @@ def main(argv=None) -> int:
     if args.domain is not None:
         settings["shipshape_domain"] = args.domain
     if args.repo is not None:
-        settings["app_checkout_repo_url"] = args.repo
+        settings["app_repo_url"] = args.repo
     if args.email is not None:
         settings["tls_acme_email"] = args.email
     if args.app_version is not None:
-        settings["app_checkout_version"] = args.app_version
+        settings["app_version"] = args.app_version
     if args.app_name is not None:
         settings["shipshape_app_name"] = args.app_name
 

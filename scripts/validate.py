@@ -14,7 +14,7 @@ Checks, each a row of check / status (PASS, WARN, FAIL, SKIP) / detail / fix:
   os HOST        Debian of a supported release (preflight_supported_debian_releases)
   disk / memory  free disk where Docker keeps its data, and memory, above the minimum
   port 80/443    the server's web ports can be reached from here (a WARN when not)
-  repository     `git ls-remote` finds app_checkout_version in app_checkout_repo_url
+  repository     `git ls-remote` finds app_version in app_repo_url
   compose        the compose files exist at that version and are valid
   env keys       every key of the app's .env.example is configured
   syntax-check   `ansible-playbook site.yml --syntax-check` passes
@@ -69,28 +69,28 @@ REPO_TAR_LIMIT_KB = 51200
 # Settings the probe resolves on every host (through Ansible, so templates and the vault apply).
 PROBE_VARS = (
     "shipshape_app_name", "shipshape_domain", "shipshape_deploy_user", "hardening_deploy_user",
-    "hardening_deploy_authorized_keys", "app_checkout_repo_url", "app_checkout_version",
-    "app_checkout_env", "app_checkout_env_secrets", "app_checkout_env_example",
-    "app_checkout_deploy_key", "app_checkout_known_hosts", "app_superuser_password",
+    "hardening_deploy_authorized_keys", "app_repo_url", "app_version",
+    "app_env", "app_env_secrets", "app_env_example",
+    "app_deploy_key", "app_known_hosts", "app_preset", "app_hooks",
     "backups_restic_password", "backups_restic_repository", "backups_restic_enabled",
     "tls_domains", "tls_acme_email", "tls_acme_server",
-    "app_compose_files", "app_compose_stateful_files", "app_compose_web_service",
-    "app_compose_variables", "app_migrations_db_service", "preflight_supported_debian_releases",
-    "app_compose_image_source", "app_compose_registry_username", "app_compose_registry_password",
+    "app_compose_files", "app_stateful_files", "app_web_service",
+    "app_compose_variables", "app_db_service", "preflight_supported_debian_releases",
+    "app_image_source", "app_registry_username", "app_registry_password",
     "shipshape_public_address", "shipshape_dns_overrides", "shipshape_public_http_port",
     "shipshape_public_https_port", "shipshape_min_disk_free_mb", "shipshape_min_memory_mb",
 )
 # Defaults of the optional settings (the same as the roles' and group_vars/all/main.yml).
 DEFAULTS = {
-    "app_checkout_env_example": ".env.example",
-    "app_checkout_deploy_key": "",
-    "app_checkout_known_hosts": [],
+    "app_env_example": ".env.example",
+    "app_deploy_key": "",
+    "app_known_hosts": [],
     "app_compose_files": ["compose.yaml"],
-    "app_compose_stateful_files": ["compose.db.yaml"],
-    "app_compose_web_service": "web",
+    "app_stateful_files": ["compose.db.yaml"],
+    "app_web_service": "web",
     "app_compose_variables": {},
-    "app_compose_image_source": "build",
-    "app_migrations_db_service": "db",
+    "app_image_source": "build",
+    "app_db_service": "db",
     "preflight_supported_debian_releases": ["12", "13"],
     "shipshape_public_address": "",
     "shipshape_dns_overrides": {},
@@ -99,6 +99,17 @@ DEFAULTS = {
     "shipshape_min_disk_free_mb": 5120,
     "shipshape_min_memory_mb": 900,
     "tls_acme_email": "",
+}
+# The values app_preset takes: the deploy commands of a Django app, or only those of app_hooks.
+PRESETS = ("django", "none")
+# The stages of app_hooks (before and after the traffic moves to the new release).
+HOOK_STAGES = ("before_switch", "after_switch")
+# The vault secret each secret key of the app's environment comes from, in the inventories
+# prepare.py writes (other keys: vault_ and the key in lower case).
+VAULT_NAME_OF = {
+    "SECRET_KEY": "vault_django_secret_key",
+    "POSTGRES_PASSWORD": "vault_postgres_password",
+    "DJANGO_SUPERUSER_PASSWORD": "vault_superuser_password",
 }
 DOC_ADDRESS_RE = r"^(192[.]0[.]2|198[.]51[.]100|203[.]0[.]113)[.]|^2001:db8:"
 
@@ -172,7 +183,7 @@ PROBE_PLAYBOOK = r"""---
       ansible.builtin.shell:
         cmd: |
           set -o pipefail
-          d={{ (app_checkout_repo_url | default('') | regex_replace('^file://', '')) | quote }}
+          d={{ (app_repo_url | default('') | regex_replace('^file://', '')) | quote }}
           test -d "$d" || { echo "no such directory: $d" >&2; exit 3; }
           test -e "$d/HEAD" || test -e "$d/.git" || { echo "not a Git repository: $d" >&2; exit 4; }
           size=$(du -sk "$d" | cut -f1)
@@ -185,7 +196,7 @@ PROBE_PLAYBOOK = r"""---
       ignore_errors: true
       when:
         - shipshape_probe_ping is not skipped and shipshape_probe_ping is not unreachable and shipshape_probe_ping is succeeded
-        - (app_checkout_repo_url | default('') | string) is match('file:///')
+        - (app_repo_url | default('') | string) is match('file:///')
 """
 
 
@@ -457,21 +468,29 @@ def check_variables(report: Report, hostvars: dict, inventory: Path, prepare_cmd
         need("shipshape_app_name", lambda v: isinstance(v, str) and re.match(r"^[a-z][a-z0-9_-]*$", v),
              "shipshape_app_name is '{v}': lower-case letters, digits, - and _ only",
              f"set shipshape_app_name in {main} (or prepare.py --app-name)")
-        need("app_checkout_repo_url",
+        need("app_repo_url",
              lambda v: isinstance(v, str) and not is_placeholder(v) and REPO_URL.match(v),
-             "app_checkout_repo_url ('{v}') is empty, a placeholder or not a Git URL",
-             f"set app_checkout_repo_url in {main} (https://, ssh://, git@host:path or file:///path), "
+             "app_repo_url ('{v}') is empty, a placeholder or not a Git URL",
+             f"set app_repo_url in {main} (https://, ssh://, git@host:path or file:///path), "
              f"e.g. with {prepare_cmd} --repo URL")
-        need("app_checkout_version", lambda v: v is not None and not is_placeholder(str(v)),
-             "app_checkout_version is empty", f"set app_checkout_version (a branch, tag or commit) in {main}")
-        need("app_checkout_env", lambda v: isinstance(v, dict), "app_checkout_env is not a mapping",
-             f"set app_checkout_env (KEY: value) in {main}")
-        need("app_checkout_env_secrets", lambda v: isinstance(v, dict) and v,
-             "app_checkout_env_secrets is empty or not a mapping",
+        need("app_version", lambda v: v is not None and not is_placeholder(str(v)),
+             "app_version is empty", f"set app_version (a branch, tag or commit) in {main}")
+        need("app_env", lambda v: isinstance(v, dict), "app_env is not a mapping",
+             f"set app_env (KEY: value) in {main}")
+        need("app_env_secrets", lambda v: isinstance(v, dict) and v,
+             "app_env_secrets is empty or not a mapping",
              f"map the app's secret keys to the vault in {main}, e.g. SECRET_KEY: \"{{{{ vault_django_secret_key }}}}\"")
-        need("app_superuser_password", lambda v: isinstance(v, str) and not is_placeholder(v) and len(v) >= 12,
-             "app_superuser_password is empty, a placeholder or shorter than 12 characters",
-             f"map it to the vault in {main}: app_superuser_password: \"{{{{ vault_superuser_password }}}}\"")
+        if "app_preset" in values and values["app_preset"] not in PRESETS:
+            problem("app_preset", f"app_preset is '{values['app_preset']}': it is django or none{on}",
+                    f"set app_preset in {main} to django (a Django app: its migrations and admin user) "
+                    f"or none (only the commands of app_hooks)")
+        hooks = values.get("app_hooks")
+        if "app_hooks" in values and hooks is not None:
+            for detail in hook_problems(hooks):
+                problem("app_hooks", f"app_hooks {detail}{on}",
+                        f"fix app_hooks in {main}: {{before_switch: [...], after_switch: [...]}}, each "
+                        f"hook with a name and an argv list, e.g. {{name: migrate, argv: [python3, manage.py, "
+                        f"migrate, --noinput]}}")
         if require_backups:
             need("backups_restic_password", lambda v: isinstance(v, str) and not is_placeholder(v) and len(v) >= 16,
                  "backups_restic_password is empty, a placeholder or shorter than 16 characters",
@@ -501,29 +520,45 @@ def check_variables(report: Report, hostvars: dict, inventory: Path, prepare_cmd
         if email and not EMAIL.match(str(email)):
             problem("tls_acme_email", f"tls_acme_email '{email}' is not an email address{on}",
                     f"set a valid address in {main} (or prepare.py --email)")
-        secrets_map = values.get("app_checkout_env_secrets")
+        secrets_map = values.get("app_env_secrets")
         if isinstance(secrets_map, dict):
             for key, value in secrets_map.items():
                 report.hide(value if isinstance(value, str) else None)
+                vault_name = VAULT_NAME_OF.get(str(key), f"vault_{str(key).lower()}")
+                mapped = f"{key}: \"{{{{ {vault_name} }}}}\" in {main}"
+                vault_file = rel(inventory_paths(inventory)["vault"])
+                if is_placeholder(value) or not str(value).strip():
+                    fill = (f"run {prepare_cmd} (it replaces placeholders with strong random values)"
+                            if vault_name in SECRET_NAMES else
+                            f"put {vault_name} with a strong value in the vault (ansible-vault edit {vault_file})")
+                    problem(f"app_env_secrets.{key}", f"app_env_secrets.{key} is not set or a placeholder{on}",
+                            f"map it to a vault secret ({mapped}) and {fill}")
+                    continue
+                if "PASSWORD" in str(key).upper() and len(str(value)) < 12:
+                    fill = (f"{prepare_cmd} --rotate {vault_name} generates one" if vault_name in SECRET_NAMES
+                            else f"ansible-vault edit {vault_file}")
+                    problem(f"app_env_secrets.{key}",
+                            f"app_env_secrets.{key} is shorter than 12 characters{on}",
+                            f"keep it in the vault ({mapped}) with 12 characters or more: {fill}")
+                    continue
                 if isinstance(value, str) and value in vault_values:
                     continue  # a vault secret: its row is "secret vault_..."
                 why = weakness(value, 12)
                 if why:
-                    problem("app_checkout_env_secrets", f"app_checkout_env_secrets.{key} {why}{on}",
+                    problem("app_env_secrets", f"app_env_secrets.{key} {why}{on}",
                             f"keep secrets in the vault with strong values ({prepare_cmd} generates them)")
-        for name in ("app_superuser_password", "backups_restic_password", "app_checkout_deploy_key",
-                     "app_compose_registry_password"):
+        for name in ("backups_restic_password", "app_deploy_key", "app_registry_password"):
             report.hide(values.get(name) if isinstance(values.get(name), str) else None)
         # The registry login of the pull source: a user and a password, or neither.
-        if values.get("app_compose_image_source", DEFAULTS["app_compose_image_source"]) == "pull":
+        if values.get("app_image_source", DEFAULTS["app_image_source"]) == "pull":
             login = {name: str(values.get(name) or "") for name in
-                     ("app_compose_registry_username", "app_compose_registry_password")}
+                     ("app_registry_username", "app_registry_password")}
             empty = [name for name, value in login.items() if not value]
             if len(empty) == 1:
                 other = next(name for name in login if name not in empty)
                 problem(empty[0], f"{empty[0]} is empty while {other} is set{on}: the registry login "
                         f"needs both", f"set both in {main} (the password from the vault, e.g. "
-                        f"app_compose_registry_password: \"{{{{ vault_registry_password }}}}\"), or neither "
+                        f"app_registry_password: \"{{{{ vault_registry_password }}}}\"), or neither "
                         f"for a public registry")
 
     for var, detail, fix in problems:
@@ -535,6 +570,39 @@ def check_variables(report: Report, hostvars: dict, inventory: Path, prepare_cmd
     if emails == {""}:
         report.add("variables", "WARN", "tls_acme_email is empty: no certificate expiry notices",
                    f"set it in {main} (or prepare.py --email)")
+
+
+def hook_problems(hooks) -> list:
+    """What is wrong with the shape of app_hooks ([] when nothing): a mapping of stages, each a
+    list of hooks with a name and a non-empty argv list of strings."""
+    if not isinstance(hooks, dict):
+        return ["is not a mapping of " + " and ".join(HOOK_STAGES)]
+    found = []
+    for stage, entries in hooks.items():
+        if stage not in HOOK_STAGES:
+            found.append(f"has the stage '{stage}'; the stages are {' and '.join(HOOK_STAGES)}")
+            continue
+        if entries is None:
+            continue
+        if not isinstance(entries, list):
+            found.append(f"{stage} is not a list of hooks")
+            continue
+        for n, hook in enumerate(entries, 1):
+            label = f"{stage} hook {n}"
+            if not isinstance(hook, dict):
+                found.append(f"{label} is not a mapping (name, argv, ...)")
+                continue
+            if hook.get("name"):
+                label = f"{stage} hook '{hook['name']}'"
+            else:
+                found.append(f"{label} has no name")
+            argv = hook.get("argv")
+            if not (isinstance(argv, list) and argv and all(isinstance(a, (str, int, float)) for a in argv)):
+                found.append(f"{label}: argv is not a non-empty list of words (the command and its arguments)")
+            unless = hook.get("unless")
+            if unless is not None and not (isinstance(unless, list) and unless):
+                found.append(f"{label}: unless is not a list of words (a command)")
+    return found
 
 
 def check_hosts(report: Report, conn: dict, inventory: Path) -> list:
@@ -575,18 +643,18 @@ def check_database_host(report: Report, hostvars: dict, conn: dict, inventory: P
     wrong = []
     for host in web:
         values = hostvars.get(host, ({}, {}))[0]
-        env = values.get("app_checkout_env") or {}
-        if "DATABASE_URL" in env or "DATABASE_URL" in (values.get("app_checkout_env_secrets") or {}):
+        env = values.get("app_env") or {}
+        if "DATABASE_URL" in env or "DATABASE_URL" in (values.get("app_env_secrets") or {}):
             continue
         target = str(env.get("POSTGRES_HOST") or "").strip()
-        local = {"", "localhost", "127.0.0.1", "::1", str(values.get("app_migrations_db_service") or "db")}
+        local = {"", "localhost", "127.0.0.1", "::1", str(values.get("app_db_service") or "db")}
         if target in local:
             wrong.append(f"{host}: {target or 'unset'}")
     if wrong:
         report.add("database", "FAIL",
                    f"the database runs on {db[0]} (group db), but the web hosts look for it on themselves "
-                   f"(app_checkout_env.POSTGRES_HOST of {'; '.join(wrong)})",
-                   f"set app_checkout_env.POSTGRES_HOST for the web hosts (e.g. in {rel(inventory)}/group_vars/web/main.yml) "
+                   f"(app_env.POSTGRES_HOST of {'; '.join(wrong)})",
+                   f"set app_env.POSTGRES_HOST for the web hosts (e.g. in {rel(inventory)}/group_vars/web/main.yml) "
                    f"to the private address of {db[0]}; README, \"Several web hosts\"")
     else:
         report.add("database", "PASS", f"the web hosts ({', '.join(web)}) connect to the database host {db[0]}")
@@ -882,10 +950,10 @@ def check_repository(report: Report, values: dict, results: dict, host: str, wor
                      inventory: Path, prepare_cmd: str):
     """Returns (a local Git directory holding the version, the ref to read) or (None, None)."""
     main = rel(inventory_paths(inventory)["main"])
-    url = values.get("app_checkout_repo_url")
-    version = str(values.get("app_checkout_version") or "")
+    url = values.get("app_repo_url")
+    version = str(values.get("app_version") or "")
     if not isinstance(url, str) or not url or is_placeholder(url) or not REPO_URL.match(url) or not version:
-        report.add("repository", "SKIP", "not checked: app_checkout_repo_url or app_checkout_version is not usable")
+        report.add("repository", "SKIP", "not checked: app_repo_url or app_version is not usable")
         return None, None
     if url.startswith("file://"):
         path = url[len("file://"):]
@@ -896,7 +964,7 @@ def check_repository(report: Report, values: dict, results: dict, host: str, wor
         if result.get("failed") or result.get("unreachable"):
             err = str(result.get("stderr") or result.get("msg") or "").strip().splitlines()
             report.add("repository", "FAIL", f"{url}: {err[-1] if err else 'cannot be read'} on {host}",
-                       f"put the repository at {path} on the server, or set app_checkout_repo_url "
+                       f"put the repository at {path} on the server, or set app_repo_url "
                        f"in {main} (e.g. with {prepare_cmd} --repo URL)")
             return None, None
         local = workdir / "repo"
@@ -913,14 +981,14 @@ def check_repository(report: Report, values: dict, results: dict, host: str, wor
         source = str(local)
     else:
         env = {}
-        key = values.get("app_checkout_deploy_key") or ""
+        key = values.get("app_deploy_key") or ""
         if key and not url.startswith(("http://", "https://")):
             key_file = workdir / "deploy_key"
             fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as fh:
                 fh.write(key.rstrip("\n") + "\n")
             known = workdir / "known_hosts"
-            known.write_text("\n".join(values.get("app_checkout_known_hosts") or []) + "\n")
+            known.write_text("\n".join(values.get("app_known_hosts") or []) + "\n")
             env["GIT_SSH_COMMAND"] = (f"ssh -i {key_file} -o IdentitiesOnly=yes -o BatchMode=yes "
                                       f"-o UserKnownHostsFile={known} -o StrictHostKeyChecking=yes "
                                       f"-o ConnectTimeout=10")
@@ -931,13 +999,13 @@ def check_repository(report: Report, values: dict, results: dict, host: str, wor
     if listing.returncode != 0:
         err = listing.stderr.strip().splitlines()
         short = err[-1][:300] if err else f"exit {listing.returncode}"
-        fix = f"check app_checkout_repo_url in {main} (e.g. set it with {prepare_cmd} --repo URL)"
+        fix = f"check app_repo_url in {main} (e.g. set it with {prepare_cmd} --repo URL)"
         if "Host key verification failed" in listing.stderr:
-            fix = ("pin the Git server's host key: app_checkout_known_hosts (checked against the fingerprint "
+            fix = ("pin the Git server's host key: app_known_hosts (checked against the fingerprint "
                    "your Git host publishes), or ~/.ssh/known_hosts here when there is no deploy key")
         elif "Permission denied" in listing.stderr or "could not read Username" in listing.stderr:
             fix = ("the repository needs credentials: use an SSH URL with a deploy key "
-                   "(app_checkout_deploy_key in the vault, app_checkout_known_hosts pinned)")
+                   "(app_deploy_key in the vault, app_known_hosts pinned)")
         report.add("repository", "FAIL", f"git ls-remote {url} failed {where}: {short}", fix)
         return None, None
     sha = match_version(listing.stdout, version)
@@ -950,14 +1018,14 @@ def check_repository(report: Report, values: dict, results: dict, host: str, wor
         heads = [line.split("\t")[1] for line in listing.stdout.splitlines() if "\t" in line][:8]
         report.add("repository", "FAIL", f"{url} answers {where}, but has no branch or tag {version} "
                    f"(it has: {', '.join(heads) or 'no refs'})",
-                   f"set app_checkout_version in {main} to a branch, tag or commit that exists (or push it)")
+                   f"set app_version in {main} to a branch, tag or commit that exists (or push it)")
         return None, None
     report.add("repository", "PASS", f"{url} has {version} ({sha[:12]}), listed {where}")
-    if not url.startswith(("file://", "http://", "https://")) and not values.get("app_checkout_deploy_key"):
-        report.add("repository", "WARN", f"{url} is fetched over SSH but app_checkout_deploy_key is empty: "
+    if not url.startswith(("file://", "http://", "https://")) and not values.get("app_deploy_key"):
+        report.add("repository", "WARN", f"{url} is fetched over SSH but app_deploy_key is empty: "
                    f"the server fetches with whatever key its deploy user has (this check used yours)",
-                   "give the server a read-only deploy key: app_checkout_deploy_key from the vault, "
-                   "app_checkout_known_hosts pinned")
+                   "give the server a read-only deploy key: app_deploy_key from the vault, "
+                   "app_known_hosts pinned")
     if url.startswith("file://"):
         return source, sha
     fetched = workdir / "fetched"
@@ -986,18 +1054,18 @@ def check_compose(report: Report, repo: str | None, ref: str | None, values: dic
             report.add("compose", "SKIP", "not checked: the repository at the version could not be read")
             report.add("env keys", "SKIP", "not checked: the repository at the version could not be read")
         return
-    version = values.get("app_checkout_version")
+    version = values.get("app_version")
     app_files = values.get("app_compose_files") or DEFAULTS["app_compose_files"]
-    data_files = values.get("app_compose_stateful_files")
-    data_files = DEFAULTS["app_compose_stateful_files"] if data_files is None else data_files
-    web = values.get("app_compose_web_service") or DEFAULTS["app_compose_web_service"]
-    db = values.get("app_migrations_db_service") or DEFAULTS["app_migrations_db_service"]
+    data_files = values.get("app_stateful_files")
+    data_files = DEFAULTS["app_stateful_files"] if data_files is None else data_files
+    web = values.get("app_web_service") or DEFAULTS["app_web_service"]
+    db = values.get("app_db_service") or DEFAULTS["app_db_service"]
     texts, problems = {}, []
     for name in [*app_files, *data_files]:
         shown = git("--git-dir", git_dir(repo), "show", f"{ref}:{name}")
         if shown.returncode != 0:
             problems.append((f"{name} is not in the repository at {version}",
-                             f"set app_compose_files / app_compose_stateful_files in {main} to the app's compose files"))
+                             f"set app_compose_files / app_stateful_files in {main} to the app's compose files"))
         else:
             texts[name] = shown.stdout
     compose_v2 = shutil.which("docker") and subprocess.run(
@@ -1021,10 +1089,10 @@ def check_compose(report: Report, repo: str | None, ref: str | None, values: dic
         in_data = set().union(*(services.get(f, set()) for f in data_files)) if data_files else set()
         if web not in in_app:
             problems.append((f"the web service '{web}' is not in {', '.join(app_files)}",
-                             f"set app_compose_web_service in {main} to the service that serves HTTP"))
+                             f"set app_web_service in {main} to the service that serves HTTP"))
         if data_files and db not in in_data:
             problems.append((f"the database service '{db}' is not in {', '.join(data_files)}",
-                             f"set app_migrations_db_service in {main}"))
+                             f"set app_db_service in {main}"))
     if not problems and compose_v2:
         project = workdir / "compose"
         project.mkdir()
@@ -1058,18 +1126,18 @@ def check_compose(report: Report, repo: str | None, ref: str | None, values: dic
                        f"'{web}' and the database '{db}'; docker compose config was not run",
                        "install Docker Compose v2 here for the full check (docker compose config)")
 
-    example = values.get("app_checkout_env_example") or DEFAULTS["app_checkout_env_example"]
+    example = values.get("app_env_example") or DEFAULTS["app_env_example"]
     shown = git("--git-dir", git_dir(repo), "show", f"{ref}:{example}")
     if shown.returncode != 0:
         report.add("env keys", "FAIL", f"{example} is not in the repository at {version}",
-                   "the app must ship it (every key it needs), or set app_checkout_env_example")
+                   "the app must ship it (every key it needs), or set app_env_example")
         return
     keys = set(re.findall(r"(?m)^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=", shown.stdout))
-    configured = set((values.get("app_checkout_env") or {}).keys()) | set((values.get("app_checkout_env_secrets") or {}).keys())
+    configured = set((values.get("app_env") or {}).keys()) | set((values.get("app_env_secrets") or {}).keys())
     missing = sorted(keys - configured)
     if missing:
         report.add("env keys", "FAIL", f"{example} names keys that are not configured: {', '.join(missing)}",
-                   f"add them to app_checkout_env (plain values) or app_checkout_env_secrets (from the vault) in {main}")
+                   f"add them to app_env (plain values) or app_env_secrets (from the vault) in {main}")
     else:
         report.add("env keys", "PASS", f"all {len(keys)} keys of {example} are configured")
 

@@ -86,10 +86,12 @@ def test_first_run_writes_an_encrypted_vault_of_strong_secrets(tmp_path, home):
     # The settings, and the mapping of the vault to the roles' variables.
     settings = yaml.safe_load(main.read_text())
     assert settings["shipshape_domain"] == "app.example.org"
-    assert settings["app_checkout_repo_url"] == "https://git.example.org/team/app.git"
+    assert settings["app_repo_url"] == "https://git.example.org/team/app.git"
     assert settings["tls_acme_email"] == "ops@example.org"
-    assert settings["app_checkout_env_secrets"]["SECRET_KEY"] == "{{ vault_django_secret_key }}"
-    assert settings["app_superuser_password"] == "{{ vault_superuser_password }}"
+    assert settings["app_env_secrets"]["SECRET_KEY"] == "{{ vault_django_secret_key }}"
+    assert settings["app_env_secrets"]["DJANGO_SUPERUSER_PASSWORD"] == "{{ vault_superuser_password }}"
+    assert settings["app_env"]["DJANGO_SUPERUSER_USERNAME"] == "admin"
+    assert settings["app_preset"] == "django"
     assert settings["backups_restic_password"] == "{{ vault_restic_password }}"
     assert yaml.safe_load(hosts.read_text())["all"]["children"]["web"]["hosts"]
     # No secret value is printed; what is left to edit is.
@@ -257,7 +259,7 @@ def test_ansible_ignores_the_example_and_reads_the_vault(tmp_path, home):
     shutil.copy(REPO / "inventories/prod/group_vars/all/vault.yml.example", vault.parent)
     proc = subprocess.run(
         [str(Path(sys.executable).parent / "ansible"), "all", "-i", str(inv), "-m", "ansible.builtin.debug",
-         "-a", "msg={{ (app_superuser_password | length > 20) and (vault_restic_password != 'CHANGE_ME') }}",
+         "-a", "msg={{ (app_env_secrets.DJANGO_SUPERUSER_PASSWORD | length > 20) and (vault_restic_password != 'CHANGE_ME') }}",
          "--vault-password-file", str(tmp_path / "config/shipshape/qa.vault-pass")],
         capture_output=True, text=True, env=dict(home, ANSIBLE_CONFIG=str(REPO / "ansible.cfg")),
         cwd=REPO, timeout=120, check=False)

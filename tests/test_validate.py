@@ -201,7 +201,7 @@ def test_help():
 # ------------------------------------------------------------------ one bad input at a time
 
 def case_missing_variable(inv, pw, servers):
-    drop_main(inv, "app_checkout_repo_url")
+    drop_main(inv, "app_repo_url")
 
 
 def case_no_offsite_backup_repository(inv, pw, servers):
@@ -241,16 +241,16 @@ def case_unreachable_host(inv, pw, servers):
 
 
 def case_bad_repository_on_the_server(inv, pw, servers):
-    edit_main(inv, "app_checkout_repo_url", "file:///srv/git/missing.git")
+    edit_main(inv, "app_repo_url", "file:///srv/git/missing.git")
 
 
 def case_bad_repository_url_from_here(inv, pw, servers):
-    edit_main(inv, "app_checkout_repo_url", "http://127.0.0.1:9/team/app.git")
+    edit_main(inv, "app_repo_url", "http://127.0.0.1:9/team/app.git")
 
 
 def case_invalid_yaml(inv, pw, servers):
     path = inv / "group_vars/all/main.yml"
-    path.write_text(path.read_text() + "app_checkout_env_extra: [unclosed\n")
+    path.write_text(path.read_text() + "app_env_extra: [unclosed\n")
 
 
 def case_two_database_hosts(inv, pw, servers):
@@ -275,9 +275,24 @@ REGISTRY_PASSWORD = "registry-pw-Zq8LmT3xW"
 
 
 def case_registry_password_without_user(inv, pw, servers):
-    edit_main(inv, "app_compose_image_source", "pull")
-    edit_main(inv, "app_compose_registry_password", "{{ vault_registry_password }}")
+    edit_main(inv, "app_image_source", "pull")
+    edit_main(inv, "app_registry_password", "{{ vault_registry_password }}")
     edit_vault(inv, pw, "vault_registry_password", REGISTRY_PASSWORD)
+
+
+SHORT_ADMIN_PASSWORD = "Zq8-LmT3xWk"  # 11 characters
+
+
+def case_short_admin_password(inv, pw, servers):
+    edit_vault(inv, pw, "vault_superuser_password", SHORT_ADMIN_PASSWORD)
+
+
+def case_unknown_preset(inv, pw, servers):
+    edit_main(inv, "app_preset", "rails")
+
+
+def case_hook_without_a_command(inv, pw, servers):
+    edit_main(inv, "app_hooks", {"after_switch": [{"name": "warm the cache"}]})
 
 
 def case_unsupported_os(inv, pw, servers):
@@ -287,7 +302,7 @@ def case_unsupported_os(inv, pw, servers):
 
 CASES = [
     # (mutation, check, detail pattern, fix pattern, server)
-    (case_missing_variable, "variable app_checkout_repo_url", r"app_checkout_repo_url is not set",
+    (case_missing_variable, "variable app_repo_url", r"app_repo_url is not set",
      r"prepare\.py vt .*--repo URL", SERVER),
     (case_no_offsite_backup_repository, "variable backups_restic_repository",
      r"backups_restic_repository is empty", r"set backups_restic_repository in .*sftp:", SERVER),
@@ -308,18 +323,26 @@ CASES = [
     (case_bad_repository_on_the_server, "repository", r"file:///srv/git/missing\.git: no such directory",
      r"--repo URL", SERVER),
     (case_bad_repository_url_from_here, "repository", r"git ls-remote http://127\.0\.0\.1:9/team/app\.git failed from here",
-     r"check app_checkout_repo_url", SERVER),
+     r"check app_repo_url", SERVER),
     (case_invalid_yaml, "yaml", r"group_vars/all/main\.yml, line \d+ column \d+",
      r"fix the YAML syntax of .*main\.yml", SERVER),
     (case_two_database_hosts, "hosts", r"group db has 2 servers \(vt, vt-db2\); the shared database runs on one",
      r"keep one server under all\.children\.db\.hosts", SERVER),
     (case_web_host_without_the_database_host, "database",
      r"the database runs on vt-db \(group db\), but the web hosts look for it on themselves "
-     r"\(app_checkout_env\.POSTGRES_HOST of vt: db\)",
-     r"set app_checkout_env\.POSTGRES_HOST for the web hosts .* to the private address of vt-db", SERVER),
-    (case_registry_password_without_user, "variable app_compose_registry_username",
-     r"app_compose_registry_username is empty while app_compose_registry_password is set",
+     r"\(app_env\.POSTGRES_HOST of vt: db\)",
+     r"set app_env\.POSTGRES_HOST for the web hosts .* to the private address of vt-db", SERVER),
+    (case_registry_password_without_user, "variable app_registry_username",
+     r"app_registry_username is empty while app_registry_password is set",
      r"set both in .*main\.yml .*or neither for a public registry", SERVER),
+    (case_short_admin_password, "variable app_env_secrets.DJANGO_SUPERUSER_PASSWORD",
+     r"app_env_secrets\.DJANGO_SUPERUSER_PASSWORD is shorter than 12 characters",
+     r"vault_superuser_password .*--rotate vault_superuser_password", SERVER),
+    (case_unknown_preset, "variable app_preset", r"app_preset is 'rails': it is django or none",
+     r"set app_preset in .*main\.yml to django .* or none", SERVER),
+    (case_hook_without_a_command, "variable app_hooks",
+     r"app_hooks after_switch hook 'warm the cache': argv is not a non-empty list",
+     r"fix app_hooks in .*main\.yml: .*argv", SERVER),
     (case_unsupported_os, "os vt", r"vt runs Debian 11.*supported are Debian 12 and 13",
      r"install Debian 13", OLD_OS),
 ]
@@ -347,7 +370,7 @@ def test_bad_input_fails_names_the_thing_and_the_fix_and_changes_nothing(
         "\n".join(f"{r['check']} {r['status']} {r['detail']}" for r in rows)
     assert after == before, "validate.py changed something on the server"
     out = proc.stdout + proc.stderr
-    for value in [*good["secrets"], "abc123xyz", REGISTRY_PASSWORD]:
+    for value in [*good["secrets"], "abc123xyz", REGISTRY_PASSWORD, SHORT_ADMIN_PASSWORD]:
         assert value not in out
 
 
@@ -370,8 +393,8 @@ def test_a_repository_reached_from_here_is_listed_and_its_files_checked(good, se
         port = re.search(r"port (\d+)", http.stdout.readline()).group(1)
         inv = tmp_path / "inventories" / "vt"
         shutil.copytree(good["inv"], inv)
-        edit_main(inv, "app_checkout_repo_url", f"http://127.0.0.1:{port}/app.git")
-        edit_main(inv, "app_checkout_version", "v1.0")
+        edit_main(inv, "app_repo_url", f"http://127.0.0.1:{port}/app.git")
+        edit_main(inv, "app_version", "v1.0")
         proc = validate(inv, "--vault-password-file", str(good["password_file"]), "--json")
         rows = {r["check"]: r for r in rows_of(proc)}
         assert rows["repository"]["status"] == "PASS", rows["repository"]
@@ -380,11 +403,11 @@ def test_a_repository_reached_from_here_is_listed_and_its_files_checked(good, se
         assert rows["compose"]["status"] in ("PASS", "WARN") and "compose.yaml" in rows["compose"]["detail"]
         assert proc.returncode == 0, proc.stdout
         # A version that does not exist there is a FAIL that says so.
-        edit_main(inv, "app_checkout_version", "v9.9")
+        edit_main(inv, "app_version", "v9.9")
         proc = validate(inv, "--vault-password-file", str(good["password_file"]), "--json")
         row = next(r for r in rows_of(proc) if r["check"] == "repository")
         assert proc.returncode == 1 and row["status"] == "FAIL"
-        assert "has no branch or tag v9.9" in row["detail"] and "app_checkout_version" in row["fix"]
+        assert "has no branch or tag v9.9" in row["detail"] and "app_version" in row["fix"]
     finally:
         http.terminate()
         http.wait(timeout=10)

@@ -33,6 +33,10 @@ PLAYBOOKS = Path(__file__).resolve().parents[3] / "playbooks"
 SECRETS = yaml.safe_load((Path(__file__).resolve().parents[1] / "group_vars/web/secrets.yml").read_text())
 SETTINGS = yaml.safe_load((Path(__file__).resolve().parents[1] / "group_vars/web/main.yml").read_text())
 DB_VOLUME = "example-data_db-data"
+# The app's two slots (Compose projects); the only deploy (prepare) went to slot a, which
+# serves on 127.0.0.1:8000 (slot b would on 8001).
+SLOTS = ("example-a", "example-b")
+APP_URL = "http://127.0.0.1:8000"
 MEDIA_VOLUME = "example_media"
 ALERT_LOG = "/var/log/shipshape-backup-alerts.log"
 EVENTS_LOG = "/tmp/restore-events.jsonl"
@@ -72,10 +76,10 @@ def sh(host, cmd: str):
 def api(host, path: str = "/api/notes", data: dict | None = None):
     extra = ""
     if data is not None:
-        token = SECRETS["app_checkout_env_secrets"]["API_TOKEN"]
+        token = SECRETS["app_env_secrets"]["API_TOKEN"]
         extra = (f"-H 'X-Api-Token: {token}' -H 'Content-Type: application/json' "
                  f"-d '{json.dumps(data)}'")
-    return json.loads(sh(host, f"curl -sf --max-time 10 -H 'Host: localhost' {extra} http://127.0.0.1:8000{path}"))
+    return json.loads(sh(host, f"curl -sf --max-time 10 -H 'Host: localhost' {extra} {APP_URL}{path}"))
 
 
 def digest(rows: list) -> str:
@@ -84,7 +88,7 @@ def digest(rows: list) -> str:
 
 
 def health(host) -> dict:
-    out = host.run("curl -s --max-time 10 -H 'Host: localhost' http://127.0.0.1:8000/health")
+    out = host.run(f"curl -s --max-time 10 -H 'Host: localhost' {APP_URL}/health")
     return json.loads(out.stdout) if out.rc == 0 and out.stdout.startswith("{") else {}
 
 
@@ -115,9 +119,10 @@ def db_container(host) -> str:
 
 
 def web_containers(host) -> set:
-    """Full ids of the app's running web containers."""
-    return set(sh(host, "docker ps -q --no-trunc --filter label=com.docker.compose.project=example "
-                        "--filter label=com.docker.compose.service=web").split())
+    """Full ids of the app's running web containers (of either slot)."""
+    return {cid for slot in SLOTS
+            for cid in sh(host, f"docker ps -q --no-trunc --filter label=com.docker.compose.project={slot} "
+                                "--filter label=com.docker.compose.service=web").split()}
 
 
 def epoch(text: str) -> int:
@@ -253,7 +258,7 @@ def test_a_wiped_database_volume_comes_back_with_its_rows(host, backed_up):
     sh(host, f"systemctl stop test-restore-events 2>/dev/null; rm -f {EVENTS_LOG} && "
              f"systemd-run --unit=test-restore-events --collect -p StandardOutput=file:{EVENTS_LOG} "
              f"docker events --since {since} --filter type=container "
-             "--filter label=com.docker.compose.project=example --filter label=com.docker.compose.service=web "
+             "--filter label=com.docker.compose.service=web "
              "--filter event=stop --filter event=start --format '{{json .}}'")
     try:
         run = playbook("restore.yml", {"confirm_restore": APP})
@@ -264,9 +269,13 @@ def test_a_wiped_database_volume_comes_back_with_its_rows(host, backed_up):
 
     # Every web container was stopped before the safety dump started, none started again
     # until the restore had finished, and the ones serving now were started after it.
-    events = [json.loads(line) for line in sh(host, f"cat {EVENTS_LOG}").splitlines() if line.strip()]
+    # Docker ANDs label filters, so the listener took every web service: keep the app's slots.
+    events = [e for e in (json.loads(line) for line in sh(host, f"cat {EVENTS_LOG}").splitlines() if line.strip())
+              if e["Actor"]["Attributes"].get("com.docker.compose.project") in SLOTS]
     stops = [e for e in events if e["Action"] == "stop"]
     assert writers <= {e["Actor"]["ID"] for e in stops}, events
+    # Only the serving slot's web container was stopped and started: slot a, the only deploy's.
+    assert {e["Actor"]["Attributes"]["name"] for e in events} == {"example-a-web-1"}, events
     safety_started = epoch(max(set_stamps(listing(host, f"{DIR}/safety"))))
     restored = epoch(status(host)["last_restore"])
     assert max(e["timeNano"] for e in stops) // 10**9 <= safety_started
@@ -543,7 +552,7 @@ def test_a_restore_without_the_confirmation_is_refused_and_touches_nothing(host,
 
 def test_no_secret_in_the_output_of_the_test_runs():
     log = (Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / ".cache/molecule/backups.runs.log").read_text()
-    values = [*SECRETS["app_checkout_env_secrets"].values(), SECRETS["backups_restic_password"],
+    values = [*SECRETS["app_env_secrets"].values(), SECRETS["backups_restic_password"],
               SECRETS["backups_alert_webhook"], *SECRETS["backups_restic_env"].values()]
     for value in values:
         assert value not in log, "a secret value appears in the output"

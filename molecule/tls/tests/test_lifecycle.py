@@ -1,5 +1,5 @@
 """Certificate lifecycle against the live Pebble: renewal, a broken nginx configuration
-(deploy hook and play), a second site with other HSTS and rate-limit settings, changed
+(deploy hook and play), the upstream left to the app after its first write, a second site with other HSTS and rate-limit settings, changed
 names, the expiry check, bad input, a failed request while the ACME server is down, and
 check mode on a fresh host.
 
@@ -10,6 +10,7 @@ changes its roots, so the test that does it comes last.
 
 from __future__ import annotations
 
+import base64
 import ssl
 import time
 
@@ -25,6 +26,7 @@ DEPLOY_HOOK = "/etc/letsencrypt/renewal-hooks/deploy/shipshape-reload-nginx"
 # nginx.conf includes every conf.d/*.conf: nginx would load this file at its next reload.
 BROKEN_CONF = "/etc/nginx/conf.d/zz-planted-broken.conf"
 HSTS = "max-age=63072000"
+UPSTREAM = "/etc/nginx/conf.d/shipshape-upstream.conf"
 
 
 def domains(*aliases: str) -> dict:
@@ -127,6 +129,31 @@ def test_broken_configuration_fails_the_play_and_nginx_keeps_serving(host, edge_
     # The failed run had written the changed template: this run wrote it back and reloaded.
     assert "RUNNING HANDLER [tls : Reload nginx]" in restore.stdout
     assert https(edge_ip, NAMES[0], pebble_root, "/")[1]["strict-transport-security"] == HSTS
+
+
+def test_the_upstream_is_written_once_and_then_left_to_the_app(host, edge_ip, pebble_root):
+    """The app role owns the upstream once it exists (it points nginx at the slot that
+    serves): a run with another tls_upstream_port leaves the file alone, and only a missing
+    file is written again."""
+    assert "server 127.0.0.1:8000;" in host.file(UPSTREAM).content_string
+    # The file as the app writes it at a switch (to the same port here: the echo app is the
+    # only one on the edge).
+    switched = "# the app's switch\nupstream shipshape_app {\n    server 127.0.0.1:8000;\n}\n"
+    encoded = base64.b64encode(switched.encode()).decode()
+    assert host.run(f"echo {encoded} | base64 -d > {UPSTREAM} && nginx -t && systemctl reload nginx").rc == 0
+    proc = testlib.run_playbook(CONVERGE, {"tls_upstream_port": 8001}, "--tags", "tls_nginx")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert testlib.recap(proc.stdout)[EDGE]["changed"] == 0
+    assert host.file(UPSTREAM).content_string == switched
+    # Had the run written port 8001 (nothing listens there), nginx would answer 502.
+    assert https(edge_ip, NAMES[0], pebble_root, "/")[0] == 200
+    # A missing upstream is written again, with tls_upstream_port.
+    assert host.run(f"rm -f {UPSTREAM}").rc == 0
+    proc = testlib.run_playbook(CONVERGE, None, "--tags", "tls_nginx")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "server 127.0.0.1:8000;" in host.file(UPSTREAM).content_string
+    assert "RUNNING HANDLER [tls : Reload nginx]" in proc.stdout
+    assert https(edge_ip, NAMES[0], pebble_root, "/")[0] == 200
 
 
 def test_a_second_site_other_hsts_and_no_rate_limit(edge_ip, pebble_root):
