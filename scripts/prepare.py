@@ -76,6 +76,11 @@ app_version: main
 # The commands a Django app runs on a deploy: its migrations, and the admin user named by
 # DJANGO_SUPERUSER_* below, created when absent (none: only the commands of app_hooks).
 app_preset: django
+# Services of the app that must never run twice (workers, schedulers): a deploy stops them in
+# the old slot before it starts them in the new one. The example app has one.
+app_once_services: [worker]
+# Django's admin login page: checked after each deploy, and the target of the rate-limit burst.
+verify_admin_path: /admin/login/
 
 # The app's environment: every key of its .env.example. These are the example app's keys
 # (examples/django-app/.env.example); the secret ones come from the vault.
