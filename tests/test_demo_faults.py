@@ -48,7 +48,11 @@ APP_PORT = 8000  # the app's container port, published by Docker on 127.0.0.1
 # database host; no rule of ufw_allow_rules lists it, so the firewall must keep it closed.
 PUBLISHED_PORT = 5432
 PUBLISHED = "shipshape-fault-published-db"
-APP_PROJECTS = ("example", "example-data")
+# The app's Compose projects: the slot nginx sends the traffic to (example-a on 8000,
+# example-b on 8001; the other slot's containers are stopped) and the stateful services.
+SLOT_PORTS = {"8000": "example-a", "8001": "example-b"}
+STATEFUL_PROJECT = "example-data"
+UPSTREAM = "/etc/nginx/conf.d/shipshape-upstream.conf"
 
 
 def on_server(command: str, timeout: int = 120) -> subprocess.CompletedProcess:
@@ -81,10 +85,18 @@ def https_status(ip: str, path: str = "/health", timeout: float = 3):
         return type(exc).__name__
 
 
+def app_projects() -> tuple:
+    """The live slot's Compose project (the one nginx's upstream points at) and the stateful one."""
+    port = read(f"sed -n 's/.*server 127\\.0\\.0\\.1:\\([0-9]*\\);.*/\\1/p' {UPSTREAM}").strip()
+    assert port in SLOT_PORTS, f"nginx's upstream points at no slot's port: {port!r}"
+    return SLOT_PORTS[port], STATEFUL_PROJECT
+
+
 def app_containers() -> dict:
-    """{name: (id, start time)} of the containers of the app's Compose projects."""
+    """{name: (id, start time)} of the running containers of the app's live slot and of its
+    stateful services (the idle slot's containers are stopped, and stay so)."""
     found = {}
-    for project in APP_PROJECTS:
+    for project in app_projects():
         ids = read(f"docker ps -q --filter label=com.docker.compose.project={project}").split()
         assert ids, f"no running container in the Compose project {project}"
         for line in read("docker inspect -f '{{.Name}} {{.Id}} {{.State.StartedAt}}' " + " ".join(ids)).splitlines():

@@ -11,15 +11,19 @@ certificate from a real ACME server (Pebble) and the backups. Here:
     machine's side of the demo network);
   - the post-deploy validation (verify.yml): normal, in check mode, and with one fault at a
     time planted on the live server, which exactly the check for it must report;
-  - deploy.yml shipping a newer version while a second deploy is stopped by the deploy lock,
-    release retention, rollback.yml (refused when the schema is newer than the target
-    release, then forced), a backup that the summary reports, and production.yml refusing
-    to start when a pre-flight check fails;
+  - deploy.yml shipping a newer version into the idle slot while a second deploy is stopped
+    by the deploy lock, release retention, rollback.yml (refused when the schema is newer
+    than the target release, then forced: the stopped slot starts again), one nginx reload
+    per deploy of a new version and none for a redeploy of the live one, a deploy under
+    HTTPS load that no visitor notices and during which the worker (app_once_services)
+    never runs in both slots, a release that fails its health gate while the live one keeps
+    serving, a backup that the summary reports, and production.yml refusing to start when a
+    pre-flight check fails;
   - no secret in any of this output, and `down` removes everything.
 The playbooks run as an operator runs them (`-i inventories/local` with the vault password),
-reaching the server at its address on the demo network. Deploys and rollbacks under constant
-HTTPS load, and a release that fails its health gate, are proven host by host behind a
-balancer in the multihost scenario. The tests run in file order and build on each other.
+reaching the server at its address on the demo network. Deploys and rollbacks host by host
+behind a balancer are proven in the multihost scenario. The tests run in file order and
+build on each other.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import shlex
 import socket
 import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,10 +43,11 @@ from pathlib import Path
 import pytest
 import testinfra
 
-from demo_env import DEMO, REPO, demo_cli, docker, vault_values
+from demo_env import DEMO, REPO, demo_cli, docker, say, vault_values
 
 sys.path.insert(0, str(REPO / "molecule/shared"))
 from testlib import link_local_address, open_tcp_ports, recap  # noqa: E402  molecule/shared/testlib.py
+import loadgen  # noqa: E402  scripts/loadgen.py (scripts/ is on sys.path through demo_env)
 
 SERVER = "demo"  # its name in inventories/local
 CONTAINER = demo_cli.CONTAINER
@@ -51,6 +57,9 @@ VAULT, VAULT_PASSWORD_FILE = demo_cli.VAULT, demo_cli.VAULT_PASSWORD_FILE
 INVENTORY = REPO / "inventories/local"
 PLAYBOOKS = REPO / "playbooks"
 APP_ROOT = "/srv/example"
+# The app's two slots: Compose project example-a on 127.0.0.1:8000, example-b on 8001; nginx
+# sends the traffic to one of them, the other's containers are stopped (kept for a rollback).
+SLOT_PORTS = {"a": 8000, "b": 8001}
 BIN = Path(sys.executable).parent
 # The post-deploy validation is proven above; deploys that test something else skip it.
 NO_VALIDATION = ("--skip-tags", "verify")
@@ -185,13 +194,74 @@ def served_version(ip: str) -> str:
     return json.loads(body)["version"]
 
 
-def second_slot_is_gone(host) -> bool:
-    return host.run("docker ps -aq --filter label=com.docker.compose.project=example-next").stdout.strip() == ""
-
-
 def upstream_port(host) -> int:
     text = host.file("/etc/nginx/conf.d/shipshape-upstream.conf").content_string
     return int(re.search(r"server 127\.0\.0\.1:(\d+);", text).group(1))
+
+
+def other(slot: str) -> str:
+    return "b" if slot == "a" else "a"
+
+
+def live_slot(host) -> str:
+    """The slot nginx sends the traffic to; `current` and that slot's link name the same release."""
+    port = upstream_port(host)
+    slots = [slot for slot, slot_port in SLOT_PORTS.items() if slot_port == port]
+    assert slots, f"nginx's upstream points at 127.0.0.1:{port}, the port of no slot"
+    current = host.run(f"readlink -f {APP_ROOT}/current").stdout.strip()
+    linked = host.run(f"readlink -f {APP_ROOT}/slots/{slots[0]}").stdout.strip()
+    assert current and current == linked, (current, linked)
+    return slots[0]
+
+
+def slot_containers(host, slot: str) -> dict:
+    """{name: (id, state)} of every container of the slot's Compose project, stopped or not."""
+    listed = host.run(f"docker ps -a --filter label=com.docker.compose.project=example-{slot} "
+                      "--format '{{.Names}} {{.ID}} {{.State}}'")
+    assert listed.rc == 0, listed.stderr
+    return {name: (cid, state) for name, cid, state in (line.split() for line in listed.stdout.splitlines() if line)}
+
+
+def serves_from(host, slot: str) -> None:
+    """The slot serves (nginx points at its port, its web and worker run) and the other
+    slot's containers are stopped, not removed."""
+    assert live_slot(host) == slot
+    running = {name for name, (_cid, state) in slot_containers(host, slot).items() if state == "running"}
+    assert {f"example-{slot}-web-1", f"example-{slot}-worker-1"} <= running, running
+    idle = slot_containers(host, other(slot))
+    assert idle and all(state == "exited" for _cid, state in idle.values()), idle
+
+
+def hooks(entry: dict) -> dict:
+    """{hook name: its result} of a ledger line."""
+    return {hook["name"]: hook["result"] for hook in entry["hooks"]}
+
+
+def running_workers(host) -> list:
+    """The Compose projects of the running worker containers, one per container."""
+    listed = host.run("docker ps --filter label=com.docker.compose.service=worker --filter status=running "
+                      "--format '{{.Label \"com.docker.compose.project\"}}'")
+    assert listed.rc == 0, listed.stderr
+    return listed.stdout.split()
+
+
+def nginx_reloads(host) -> int:
+    """How many times nginx was reloaded since the server's journal began (systemd logs
+    "Reloading nginx.service ..." and, when done, "Reloaded nginx.service ...")."""
+    journal = host.run("journalctl -u nginx --no-pager -o cat").stdout.splitlines()
+    return sum(1 for line in journal if line.startswith("Reloaded "))
+
+
+def settled_reloads(host) -> int:
+    """nginx_reloads once the journal has caught up (the same count twice, a second apart)."""
+    count = nginx_reloads(host)
+    for _ in range(10):
+        time.sleep(1)
+        again = nginx_reloads(host)
+        if again == count:
+            return count
+        count = again
+    return count
 
 
 def run_verify(ip: str, *args: str, extra: dict | None = None) -> subprocess.CompletedProcess:
@@ -274,9 +344,11 @@ def test_root_and_password_logins_are_off(host):
 
 
 def test_the_app_is_published_on_loopback_only(host):
+    # One web container runs: the live slot's, on its port on 127.0.0.1 only.
+    slot = live_slot(host)
     ports = host.run("docker ps --format '{{.Names}} {{.Ports}}'").stdout
     web = [line for line in ports.splitlines() if "web" in line]
-    assert web and all("127.0.0.1:8000->8000/tcp" in line for line in web)
+    assert web == [f"example-{slot}-web-1 127.0.0.1:{SLOT_PORTS[slot]}->8000/tcp"], ports
     assert "0.0.0.0:" not in ports
 
 
@@ -395,7 +467,7 @@ def wrong_ca_bundle(host, ip: str, other_ca: Path):
 
 
 def app_logs(host, since: str) -> str:
-    logs = host.run(f"docker compose --project-name example logs --no-color --since {since}")
+    logs = host.run(f"docker compose --project-name example-{live_slot(host)} logs --no-color --since {since}")
     assert logs.rc == 0, logs.stderr
     return logs.stdout
 
@@ -406,7 +478,7 @@ def error_in_app_logs(host, ip: str, _other_ca: Path):
     # the app's own errors go. A printed line cannot be taken back: it stays in the check's
     # window (verify_logs_since, 15 minutes), which is why this fault is planted last; the
     # next deploy replaces the container. The run must find this line and no other.
-    web = host.run("docker ps -q --filter label=com.docker.compose.project=example "
+    web = host.run(f"docker ps -q --filter label=com.docker.compose.project=example-{live_slot(host)} "
                    "--filter label=com.docker.compose.service=web").stdout.split()
     assert len(web) == 1, web
     assert PLANTED_LOG_LINE not in app_logs(host, "15m")
@@ -468,6 +540,9 @@ def test_validation_fails_exactly_the_check_for_a_planted_fault(fault, host, ser
 def test_a_second_deploy_at_the_same_time_is_stopped_by_the_lock(host, server_ip, versions):
     # A lock left by a deploy whose ansible-playbook is gone (same controller, dead pid):
     # the first deploy removes it and takes the lock.
+    slot = live_slot(host)  # main, deployed by the demo
+    lines = len(ledger(host))
+    previous = current_release(host)
     gone = subprocess.Popen(["true"])
     gone.wait()
     stale = {"deployer": "ops@" + socket.gethostname(), "controller": socket.gethostname(), "pid": gone.pid,
@@ -475,7 +550,7 @@ def test_a_second_deploy_at_the_same_time_is_stopped_by_the_lock(host, server_ip
     assert host.run(f"printf '%s\\n' {shlex.quote(json.dumps(stale))} > {APP_ROOT}/deploy.lock").rc == 0
     # v2 named by its commit: a version may be a branch (the demo's main), a tag (v3 below)
     # or a commit.
-    first = run_playbook(PLAYBOOKS / "deploy.yml", {"app_checkout_version": versions["v2"]}, *NO_VALIDATION,
+    first = run_playbook(PLAYBOOKS / "deploy.yml", {"app_version": versions["v2"]}, *NO_VALIDATION,
                          ip=server_ip, wait=False)
     held = {}
     try:
@@ -493,7 +568,7 @@ def test_a_second_deploy_at_the_same_time_is_stopped_by_the_lock(host, server_ip
         # The lock names the first deploy's own ansible-playbook process (how a lock whose
         # deploy is gone is recognised).
         assert int(held.get("pid", 0)) == first.pid and held["controller"] == socket.gethostname(), held
-        second = run_playbook(PLAYBOOKS / "deploy.yml", {"app_checkout_version": "main", "app_release_lock_wait": 0},
+        second = run_playbook(PLAYBOOKS / "deploy.yml", {"app_version": "main", "app_lock_wait": 0},
                               *NO_VALIDATION, ip=server_ip, timeout=600)
     finally:
         out, _ = first.communicate(timeout=900)
@@ -504,64 +579,224 @@ def test_a_second_deploy_at_the_same_time_is_stopped_by_the_lock(host, server_ip
     assert f"Another deploy holds the deploy lock {APP_ROOT}/deploy.lock" in second.stdout
     assert f"{held['deployer']} from {held['controller']} (ansible-playbook pid {held['pid']})" in second.stdout
     assert f"deploying version '{versions['v2']}'" in " ".join(second.stdout.split())
-    # The blocked deploy changed nothing: the checkout is the first deploy's (v2), not main.
-    assert host.run(f"git -c safe.directory='*' -C {APP_ROOT}/src rev-parse HEAD").stdout.strip() == versions["v2"]
-    assert "TASK [app_checkout" not in second.stdout
+    assert "(app_lock_wait)" in second.stdout
+    # The blocked deploy changed nothing: it stopped before fetching the code, and left no
+    # line in the ledger; what serves is the first deploy's release (v2), not main.
+    assert "TASK [app : Fetch the repository into the local mirror]" not in second.stdout
     assert not host.file(f"{APP_ROOT}/deploy.lock").exists
     # The first deploy: only the app stage ran (the validation was skipped here), and v2
-    # started beside the release before it and took the traffic once healthy (the multihost
-    # scenario proves that no request fails meanwhile). At rest, the app project serves on 8000 again.
+    # started in the idle slot and took the traffic once healthy; the slot that served main
+    # stopped, its containers kept for a rollback.
     assert "TASK [hardening" not in out and "TASK [tls" not in out
-    assert "TASK [app_release : Start the new release on the second port]" in out
+    assert "TASK [app : Start the release in the slot and wait until its containers are healthy]" in out
     assert served_version(server_ip) == versions["v2"]
-    assert upstream_port(host) == 8000 and second_slot_is_gone(host)
+    serves_from(host, other(slot))
     release = current_release(host)
     assert release["commit"] == versions["v2"] and release["image"].endswith(f":{versions['v2']}")
-    last = ledger(host)[-1]
-    assert (last["kind"], last["result"], last["commit"], last["release"]) == \
-        ("deploy", "success", versions["v2"], release["id"])
-    assert last["migrations"] == "none pending" and last["deployed_by"] and last["image_id"].startswith("sha256:")
+    assert release["id"].endswith(f"-{versions['v2'][:12]}") and release["id"] != previous["id"]
+    entries = ledger(host)
+    assert len(entries) == lines + 1, entries[lines:]
+    last = entries[-1]
+    assert (last["kind"], last["result"], last["commit"], last["release"], last["previous"], last["slot"]) == \
+        ("deploy", "success", versions["v2"], release["id"], previous["id"], other(slot))
+    # v2 brings no migration: the migrate hook found nothing to do; the admin user exists.
+    assert hooks(last) == {"migrate": "skipped (nothing to do)", "create the admin user": "ok"}, last["hooks"]
+    assert last["deployed_by"] and last["image_id"].startswith("sha256:")
 
 
-def test_rollback_refuses_a_release_older_than_the_schema_unless_forced(host, server_ip, versions):
+class WorkerWatch:
+    """`docker ps` of the running worker containers on the server, every 0.2 s in a thread
+    (through `docker exec`, beside the SSH connection the playbook uses): each sample is the
+    list of the Compose projects that run a worker at that moment."""
+
+    COMMAND = ["docker", "exec", CONTAINER, "docker", "ps", "--filter", "label=com.docker.compose.service=worker",
+               "--filter", "status=running", "--format", '{{.Label "com.docker.compose.project"}}']
+
+    def __init__(self, every: float = 0.2):
+        self.every = every
+        self.samples: list = []  # (seconds since the start, [project, ...])
+        self.errors: list = []
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+        self.started = 0.0
+
+    def _watch(self) -> None:
+        while not self.stopping.is_set():
+            at = time.monotonic() - self.started
+            try:
+                proc = subprocess.run(self.COMMAND, capture_output=True, text=True, timeout=30, check=False)
+            except subprocess.TimeoutExpired:
+                self.errors.append(f"+{at:.1f}s timed out")
+                continue
+            if proc.returncode == 0:
+                self.samples.append((round(at, 1), proc.stdout.split()))
+            else:
+                self.errors.append(f"+{at:.1f}s {proc.stderr.strip()}")
+            self.stopping.wait(self.every)
+
+    def start(self) -> "WorkerWatch":
+        self.started = time.monotonic()
+        self.thread.start()
+        return self
+
+    def stop(self) -> list:
+        self.stopping.set()
+        self.thread.join(timeout=60)
+        return self.samples
+
+    def check(self, before: str, after: str) -> None:
+        """At most one worker at every sample, the first in project BEFORE, the last in AFTER."""
+        assert not self.errors, self.errors[:10]
+        assert len(self.samples) >= 20, self.samples
+        twice = [sample for sample in self.samples if len(sample[1]) > 1]
+        assert twice == [], f"the worker ran more than once (s, projects): {twice[:10]}"
+        assert self.samples[0][1] == [before], self.samples[:5]
+        assert self.samples[-1][1] == [after], self.samples[-5:]
+
+    def timeline(self) -> str:
+        """When the running workers changed: '+0.0s example-a, +41.2s -, +43.0s example-b'."""
+        changes, last = [], None
+        for at, projects in self.samples:
+            if projects != last:
+                changes.append(f"+{at}s {','.join(projects) or '-'}")
+                last = projects
+        return ", ".join(changes)
+
+
+def test_rollback_refuses_a_release_older_than_the_schema_unless_forced(request, host, server_ip, versions):
     main, v2, v3 = versions["main"], versions["v2"], versions["v3"]
     served_before = current_release(host)  # v2, from the deploy above
     assert served_before["commit"] == v2
+    v2_slot = live_slot(host)
     # v3 adds a column. Only two releases are kept: the two that served last (v2 and now
-    # v3); the first release (main) goes, with its image.
-    run = run_playbook(PLAYBOOKS / "deploy.yml", {"app_checkout_version": "v3", "app_release_keep": 2},
+    # v3, one in each slot); the first release (main) goes, with its image.
+    run = run_playbook(PLAYBOOKS / "deploy.yml", {"app_version": "v3", "app_keep_releases": 2},
                        *NO_VALIDATION, ip=server_ip)
     assert run.returncode == 0, run.stdout[-4000:]
-    assert served_version(server_ip) == v3 and ledger(host)[-1]["migrations"] == "applied"
+    assert served_version(server_ip) == v3
+    assert hooks(ledger(host)[-1])["migrate"] == "ok", ledger(host)[-1]["hooks"]
+    serves_from(host, other(v2_slot))
     releases = host.run(f"ls {APP_ROOT}/releases").stdout.split()
     assert releases == sorted([served_before["id"], current_release(host)["id"]])
     assert host.run(f"docker image inspect example-web:{main}").rc != 0
     assert host.run(f"docker image inspect example-web:{v2}").rc == 0
+    kept = {name: cid for name, (cid, _state) in slot_containers(host, v2_slot).items()}  # v2's, stopped
     # The release that served before v3 (v2) does not know the new migration: refused,
     # nothing changes.
     refused = run_playbook(PLAYBOOKS / "rollback.yml", ip=server_ip, timeout=600)
     assert refused.returncode != 0
     assert f"Release {served_before['id']} does not know 1 migration(s) the database has applied: " \
            "notes.0002_note_pinned" in refused.stdout
-    assert "app_release_rollback_force=true" in refused.stdout
+    assert "app_rollback_force=true" in refused.stdout
     assert served_version(server_ip) == v3 and current_release(host)["commit"] == v3
-    assert "TASK [app_checkout" not in refused.stdout
-    # Forced: back to v2's release without a rebuild; its release directory takes the traffic
-    # before the checkout moves (the multihost scenario times this under load).
-    forced = run_playbook(PLAYBOOKS / "rollback.yml", {"app_release_rollback_force": True}, ip=server_ip,
-                          timeout=600)
+    assert "TASK [app : Start the stopped containers of the slot]" not in refused.stdout
+    serves_from(host, other(v2_slot))
+    assert {name: cid for name, (cid, _state) in slot_containers(host, v2_slot).items()} == kept
+    assert (ledger(host)[-1]["kind"], ledger(host)[-1]["result"]) == ("rollback", "failed")
+    assert not host.file(f"{APP_ROOT}/deploy.lock").exists
+    # Forced: back to v2's release without a rebuild: the slot that holds it starts its
+    # stopped containers again, and nginx sends the traffic there.
+    watch = WorkerWatch().start()
+    try:
+        forced = run_playbook(PLAYBOOKS / "rollback.yml", {"app_rollback_force": True}, ip=server_ip,
+                              timeout=600)
+    finally:
+        watch.stop()
+    say(request, f"\nrollback: running workers {watch.timeline()} ({len(watch.samples)} samples)")
     assert forced.returncode == 0, forced.stdout[-4000:]
     out = forced.stdout
     assert "WARNING: rolling back" in out
-    assert out.index("TASK [app_release : Send new requests to the new release]") < out.index("TASK [app_checkout")
-    build = out.split("TASK [app_compose : Build the app image for this version]", 1)[1].split("TASK [", 1)[0]
-    assert f"ok: [{SERVER}]" in build and "changed" not in build
+    started = out.split("TASK [app : Start the stopped containers of the slot]", 1)[1].split("TASK [", 1)[0]
+    assert f"changed: [{SERVER}]" in started, started
+    assert "TASK [app : Build the app image from the release's code]" not in out
     assert served_version(server_ip) == v2
     release = current_release(host)
     assert release["commit"] == v2 and release["id"] == served_before["id"]
     last = ledger(host)[-1]
-    assert (last["kind"], last["result"], last["commit"], last["migrations"]) == ("rollback", "success", v2, "not run")
-    assert upstream_port(host) == 8000 and second_slot_is_gone(host)
+    assert (last["kind"], last["result"], last["commit"], last["release"], last["hooks"]) == \
+        ("rollback", "success", v2, served_before["id"], [])
+    serves_from(host, v2_slot)
+    # The very containers v2 ran in, started again (not recreated).
+    assert {name: cid for name, (cid, _state) in slot_containers(host, v2_slot).items()} == kept
+    # The worker (app_once_services) never ran in both slots meanwhile.
+    watch.check(f"example-{other(v2_slot)}", f"example-{v2_slot}")
+
+
+def test_nginx_is_reloaded_once_per_deploy_of_a_new_version_and_not_for_a_redeploy(host, server_ip, versions):
+    """The switch to a new release is one graceful reload of nginx (systemd's journal counts
+    them); a redeploy of the version that serves changes nothing and reloads nothing."""
+    v3 = versions["v3"]
+    assert current_release(host)["commit"] != v3  # v2, after the rollback above
+    slot = live_slot(host)
+    before = settled_reloads(host)
+    run = run_playbook(PLAYBOOKS / "deploy.yml", {"app_version": "v3"}, *NO_VALIDATION, ip=server_ip)
+    assert run.returncode == 0, run.stdout[-4000:]
+    after = settled_reloads(host)
+    assert served_version(server_ip) == v3
+    serves_from(host, other(slot))
+    assert after - before == 1, f"nginx was reloaded {after - before} times by the deploy of a new version"
+    lines = len(ledger(host))
+    again = run_playbook(PLAYBOOKS / "deploy.yml", {"app_version": "v3"}, *NO_VALIDATION, ip=server_ip)
+    assert again.returncode == 0, again.stdout[-4000:]
+    assert recap(again.stdout)[SERVER]["changed"] == 0, again.stdout[-6000:]
+    assert settled_reloads(host) == after, "nginx was reloaded by a redeploy of the version that serves"
+    assert len(ledger(host)) == lines
+    assert served_version(server_ip) == v3
+    serves_from(host, other(slot))
+
+
+def test_a_deploy_under_load_fails_no_request_and_the_worker_never_runs_twice(request, host, server_ip, versions):
+    """deploy.yml of a new version while visitors request /health over HTTPS 10 times a
+    second: no request fails, the new version answers at the end; meanwhile `docker ps` on
+    the server, every 0.2 s, never shows the worker (app_once_services) running twice; at the
+    end exactly one worker runs, in the live slot."""
+    v2 = versions["v2"]
+    assert current_release(host)["commit"] != v2  # v3, from the test above
+    slot = live_slot(host)
+    assert running_workers(host) == [f"example-{slot}"]
+    load = loadgen.Load(server_ip, NAME, str(ROOT_CA), rate=10, timeout=10, workers=32).start()
+    watch = WorkerWatch().start()
+    try:
+        time.sleep(2)
+        run = run_playbook(PLAYBOOKS / "deploy.yml", {"app_version": "v2"}, *NO_VALIDATION, ip=server_ip)
+        time.sleep(2)
+    finally:
+        watch.stop()
+        summary = load.stop()
+    say(request, f"\ndeploy under load: {loadgen.describe(summary)}; running workers {watch.timeline()} "
+                 f"({len(watch.samples)} samples)")
+    assert run.returncode == 0, run.stdout[-4000:]
+    watch.check(f"example-{slot}", f"example-{other(slot)}")
+    assert running_workers(host) == [f"example-{other(slot)}"]
+    serves_from(host, other(slot))
+    assert served_version(server_ip) == v2
+    assert summary["failed"] == 0, summary["failures"]
+    assert summary["requests"] >= 10 * 10 and summary["versions"][-1] == v2, summary
+
+
+def test_a_release_that_fails_its_health_gate_leaves_the_live_one_serving(host, server_ip, versions):
+    """`unhealthy` (v2 whose /health answers 503) starts in the idle slot and fails the health
+    gate: the deploy fails before the switch; the live release never stopped serving, nginx
+    was not reloaded, the failed release is gone and the ledger says why."""
+    served = current_release(host)
+    slot = live_slot(host)
+    reloads = settled_reloads(host)
+    run = run_playbook(PLAYBOOKS / "deploy.yml", {"app_version": "unhealthy"}, *NO_VALIDATION, ip=server_ip)
+    assert run.returncode != 0
+    assert f"failed its health gate in slot {other(slot)}" in " ".join(run.stdout.split())
+    assert f"the release {served['id']} serves" in " ".join(run.stdout.split())
+    assert current_release(host) == served and live_slot(host) == slot
+    assert served_version(server_ip) == served["commit"]
+    assert settled_reloads(host) == reloads
+    assert running_workers(host) == [f"example-{slot}"]
+    # The failed release's containers and directory are gone; the live slot runs as before.
+    assert not any(state == "running" for _cid, state in slot_containers(host, other(slot)).values())
+    assert versions["unhealthy"][:12] not in host.run(f"ls {APP_ROOT}/releases").stdout
+    last = ledger(host)[-1]
+    assert (last["kind"], last["result"], last["commit"], last["release"]) == \
+        ("deploy", "failed", versions["unhealthy"], "")
+    assert "health gate" in last["failure"], last
+    assert not host.file(f"{APP_ROOT}/deploy.lock").exists
 
 
 def test_the_summary_reports_the_last_backup(host, server_ip):
@@ -576,14 +811,14 @@ def test_the_summary_reports_the_last_backup(host, server_ip):
 
 
 def test_production_refuses_to_start_when_a_preflight_check_fails(host, server_ip):
-    before = host.run(f"git -c safe.directory='*' -C {APP_ROOT}/src rev-parse HEAD").stdout
+    before, slot, lines = current_release(host), live_slot(host), len(ledger(host))
     run = run_playbook(PLAYBOOKS / "production.yml",
-                       {"preflight_supported_debian_releases": ["12"], "app_checkout_version": "main"},
+                       {"preflight_supported_debian_releases": ["12"], "app_version": "main"},
                        ip=server_ip, timeout=300)
     assert run.returncode != 0
     assert "supported are Debian 12" in run.stdout
-    assert "TASK [hardening" not in run.stdout and "TASK [app_checkout" not in run.stdout
-    assert host.run(f"git -c safe.directory='*' -C {APP_ROOT}/src rev-parse HEAD").stdout == before
+    assert "TASK [hardening" not in run.stdout and "TASK [app :" not in run.stdout
+    assert current_release(host) == before and live_slot(host) == slot and len(ledger(host)) == lines
 
 
 def test_no_secret_in_the_output_of_the_playbooks(demo):

@@ -262,8 +262,14 @@ def compose(name: str) -> dict:
 
 def test_compose_files_keep_the_contract():
     app, data = compose("compose.yaml"), compose("compose.db.yaml")
-    assert set(app["services"]) == {"web"} and set(data["services"]) == {"db"}
-    web, db = app["services"]["web"], data["services"]["db"]
+    assert set(app["services"]) == {"web", "worker"} and set(data["services"]) == {"db"}
+    web, db, worker = app["services"]["web"], data["services"]["db"], app["services"]["worker"]
+    # The worker runs the app's image, publishes nothing and has a health check of its own
+    # (the image's asks the web server, which a worker does not run).
+    assert worker["image"] == web["image"] and "ports" not in worker
+    assert worker["command"] == ["python3", "manage.py", "worker"]
+    assert "/tmp/heartbeat" in worker["healthcheck"]["test"][-1]
+    assert worker["read_only"] is True and worker["cap_drop"] == ["ALL"] and worker["env_file"] == ".env"
     # The app is published on loopback only; the database never.
     assert web["ports"] == ["127.0.0.1:${APP_PORT:-8000}:8000"]
     assert "ports" not in db and "network_mode" not in db

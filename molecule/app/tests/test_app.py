@@ -1,9 +1,14 @@
-"""The app roles deploy the example app for real and keep it serving through bad deploys.
+"""The app role deploys the example app for real and keeps it serving through bad deploys.
 
 Runs after converge and idempotence. The tests build on each other in file order:
-deploy v1 -> rows -> redeploy v2 -> refused deploys (a missing env key, placeholder secrets,
-a wrong pinned host key) -> a broken migration whose error message holds the secrets -> v2's
-image pulled from a registry that wants a login (a wrong password refused first) instead of built.
+deploy v1 -> rows -> redeploy v2 (into the other slot; the worker runs in the live slot only)
+-> a rerun of v2 that changes nothing -> refused deploys (a missing env key, placeholder
+secrets, a wrong pinned host key) -> a broken migration whose error message holds the secrets
+-> v2's image pulled from a registry that wants a login (a wrong password refused first)
+instead of built.
+
+The live slot is the one nginx's upstream points at: slot a on 127.0.0.1:8000 (Compose
+project example-a), slot b on 127.0.0.1:8001 (example-b); the tests ask it, never assume it.
 """
 
 from __future__ import annotations
@@ -23,17 +28,22 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "shared"))
 import testlib  # noqa: E402
 
-testinfra_hosts = ["ansible://app-debian13"]
+SERVER = "app-debian13"
+testinfra_hosts = [f"ansible://{SERVER}"]
 
 APP_ROOT = "/srv/example"
 SECRETS = yaml.safe_load((Path(__file__).resolve().parents[1] / "group_vars/web/secrets.yml").read_text())
-ENV_SECRETS = SECRETS["app_checkout_env_secrets"]
+ENV_SECRETS = SECRETS["app_env_secrets"]
+SLOT_PORTS = {"a": 8000, "b": 8001}
+UPSTREAM = "/etc/nginx/conf.d/shipshape-upstream.conf"
+# The keys the database gets (app_stateful_env_keys): no other key of the app reaches it.
+STATEFUL_KEYS = {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"}
 
 # A browser behind the TLS edge: HTTPS as told by X-Forwarded-Proto, the public host name,
 # the session and CSRF cookies (Secure, so handled by hand over this plain-HTTP hop).
 LOGIN_SCRIPT = r'''
 import re, sys, urllib.error, urllib.parse, urllib.request
-base = "http://127.0.0.1:8000"
+base = "http://127.0.0.1:" + sys.argv[2]
 origin = "https://app.example.test"
 headers = {"Host": "app.example.test", "X-Forwarded-Proto": "https"}
 class NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -55,8 +65,26 @@ except urllib.error.HTTPError as err:
 '''
 
 
+def live(host) -> dict:
+    """The slot that serves: the one nginx's upstream points at, which must also be the slot
+    whose link points at `current`."""
+    upstream = host.file(UPSTREAM).content_string
+    port = int(re.search(r"server 127\.0\.0\.1:(\d+);", upstream).group(1))
+    slot = {p: s for s, p in SLOT_PORTS.items()}[port]
+    current = host.run(f"readlink -f {APP_ROOT}/current").stdout.strip()
+    assert current.startswith(f"{APP_ROOT}/releases/"), current
+    assert host.run(f"readlink -f {APP_ROOT}/slots/{slot}").stdout.strip() == current, \
+        f"nginx points at slot {slot}, but current ({current}) is not what that slot holds"
+    return {"slot": slot, "port": port, "project": f"example-{slot}",
+            "other": "b" if slot == "a" else "a", "release": current}
+
+
+def url(host, path: str) -> str:
+    return f"http://127.0.0.1:{live(host)['port']}{path}"
+
+
 def health(host) -> dict:
-    out = host.run("curl -s --max-time 10 -H 'Host: localhost' http://127.0.0.1:8000/health")
+    out = host.run(f"curl -s --max-time 10 -H 'Host: localhost' {url(host, '/health')}")
     assert out.rc == 0, out.stderr
     return json.loads(out.stdout)
 
@@ -68,7 +96,7 @@ def commit_of(host, tag: str) -> str:
 
 
 def notes(host) -> list:
-    out = host.run("curl -sf --max-time 10 -H 'Host: localhost' http://127.0.0.1:8000/api/notes")
+    out = host.run(f"curl -sf --max-time 10 -H 'Host: localhost' {url(host, '/api/notes')}")
     assert out.rc == 0, out.stderr
     return json.loads(out.stdout)
 
@@ -89,11 +117,26 @@ def flat(output: str) -> str:
     return " ".join(output.split())
 
 
+def ledger(host) -> list:
+    return [json.loads(line) for line in host.file(f"{APP_ROOT}/releases.jsonl").content_string.splitlines()
+            if line.strip()]
+
+
+def running(host, service: str) -> list:
+    """Names of the running containers of a Compose service, in any project."""
+    return sorted(host.check_output(
+        f"docker ps --filter label=com.docker.compose.service={service} --format '{{{{.Names}}}}'").split())
+
+
 def state(host) -> dict:
     """What a refused deploy must leave exactly as it was."""
     return {
-        "env": host.file(f"{APP_ROOT}/src/.env").sha256sum,
-        "head": host.run(f"git -c safe.directory='*' -C {APP_ROOT}/src rev-parse HEAD").stdout.strip(),
+        "current": host.run(f"readlink {APP_ROOT}/current").stdout.strip(),
+        "slots": host.run(f"readlink {APP_ROOT}/slots/a {APP_ROOT}/slots/b").stdout,
+        "releases": host.run(f"ls -1 {APP_ROOT}/releases").stdout,
+        "env": host.file(f"{APP_ROOT}/current/.env").sha256sum,
+        "stateful_env": host.file(f"{APP_ROOT}/stateful/.env").sha256sum,
+        "upstream": host.file(UPSTREAM).content_string,
         "containers": host.run("docker ps -q --no-trunc | sort").stdout,
     }
 
@@ -106,16 +149,32 @@ def test_bad_state_was_fixed_app_root_is_private(host):
     assert root.mode == 0o750
 
 
+def env_keys(content: str) -> set:
+    return {line.split("=", 1)[0].strip() for line in content.splitlines()
+            if "=" in line and not line.lstrip().startswith("#")}
+
+
 def test_env_file_is_private_and_complete(host):
-    env = host.file(f"{APP_ROOT}/src/.env")
+    env = host.file(f"{APP_ROOT}/current/.env")
     assert env.user == "deploy"
     assert env.mode == 0o600
-    keys = {line.split("=", 1)[0] for line in env.content_string.splitlines()
-            if line and not line.startswith("#")}
-    example = host.file(f"{APP_ROOT}/src/.env.example").content_string
-    wanted = {line.split("=", 1)[0].strip() for line in example.splitlines()
-              if "=" in line and not line.lstrip().startswith("#")}
-    assert wanted <= keys
+    example = host.file(f"{APP_ROOT}/current/.env.example").content_string
+    assert env_keys(example) <= env_keys(env.content_string)
+
+
+def test_the_database_gets_only_its_own_keys(host):
+    # The stateful services' env holds the database's keys and nothing else of the app's
+    # env: no Django secret key, API token or admin password reaches the database.
+    env = host.file(f"{APP_ROOT}/stateful/.env")
+    assert env.user == "deploy"
+    assert env.mode == 0o600
+    assert env_keys(env.content_string) == STATEFUL_KEYS
+    db_env = host.check_output("docker inspect -f '{{range .Config.Env}}{{println .}}{{end}}' example-data-db-1")
+    for name, value in ENV_SECRETS.items():
+        if name not in STATEFUL_KEYS:
+            assert value not in db_env, f"{name} reached the database's container"
+    assert not any(line.startswith(("SECRET_KEY=", "API_TOKEN=", "DJANGO_SUPERUSER_"))
+                   for line in db_env.splitlines())
 
 
 def test_health_reports_the_deployed_commit_and_the_database(host):
@@ -137,20 +196,24 @@ def published_ports(host) -> dict:
 
 
 def test_web_is_published_on_loopback_only_and_db_not_at_all(host):
-    # The whole set of bindings on the server: the web service on IPv4 loopback, nothing
-    # else. A publish on every address (0.0.0.0:8000, [::]:8000 or :::8000), a second
-    # port, or any publish of the database would be in it.
-    assert published_ports(host) == {"web": ["127.0.0.1:8000->8000/tcp"], "db": []}
+    # The whole set of bindings on the server: the web service of the live slot on IPv4
+    # loopback (8000 for slot a, 8001 for slot b), nothing else; the other slot's containers
+    # are stopped. A publish on every address (0.0.0.0:8000, [::]:8000 or :::8000), a second
+    # port, a second web, or any publish of the worker or the database would be in it.
+    port = live(host)["port"]
+    assert published_ports(host) == {"web": [f"127.0.0.1:{port}->8000/tcp"], "worker": [], "db": []}
 
 
 def login(host, password: str):
     script = base64.b64encode(LOGIN_SCRIPT.encode()).decode()
     return host.run(f"echo {script} | base64 -d > /tmp/login.py && "
-                    f"python3 /tmp/login.py admin <<'EOF'\n{password}\nEOF")
+                    f"python3 /tmp/login.py admin {live(host)['port']} <<'EOF'\n{password}\nEOF")
 
 
 def test_admin_login_works_with_the_vault_password(host):
-    good = login(host, SECRETS["app_superuser_password"])
+    # The Django preset's after-switch hook created the admin user from DJANGO_SUPERUSER_* of
+    # the app's env, the password from the vault.
+    good = login(host, ENV_SECRETS["DJANGO_SUPERUSER_PASSWORD"])
     assert good.stdout.split()[:2] == ["302", "/admin/"], good.stdout + good.stderr
     bad = login(host, "not-the-password")
     assert bad.stdout.split()[:1] == ["200"], bad.stdout + bad.stderr
@@ -163,20 +226,29 @@ def rows_before_redeploy(host):
     for i in range(3):
         out = host.run(
             f"curl -sf --max-time 10 -H 'Host: localhost' {api_headers()} -H 'Content-Type: application/json' "
-            f"-d '{{\"title\": \"note {i}\", \"body\": \"kept across deploys\"}}' http://127.0.0.1:8000/api/notes")
+            f"-d '{{\"title\": \"note {i}\", \"body\": \"kept across deploys\"}}' {url(host, '/api/notes')}")
         assert out.rc == 0, out.stderr
     rows = notes(host)
     assert len(rows) >= 3
     volume = host.run("docker volume ls -q --filter name=db").stdout.split()
     assert len(volume) == 1
     created = host.run(f"docker volume inspect -f '{{{{.CreatedAt}}}}' {volume[0]}").stdout.strip()
-    return {"rows": rows, "volume": volume[0], "created": created}
+    return {"rows": rows, "volume": volume[0], "created": created, "live": live(host)}
 
 
 def test_rows_survive_a_redeploy_of_a_newer_commit(host, rows_before_redeploy):
-    run = testlib.run_playbook("converge.yml", {"app_checkout_version": "v2"})
+    run = testlib.run_playbook("converge.yml", {"app_version": "v2"})
     assert run.returncode == 0, run.stdout[-4000:]
     assert health(host)["version"] == commit_of(host, "v2")
+    # The new release went to the other slot; the old slot's containers are stopped, kept.
+    before, after = rows_before_redeploy["live"], live(host)
+    assert after["slot"] == before["other"]
+    assert after["release"] != before["release"]
+    old_web = host.check_output(f"docker inspect -f '{{{{.State.Status}}}}' {before['project']}-web-1")
+    assert old_web == "exited"
+    last = ledger(host)[-1]
+    assert (last["result"], last["commit"], last["slot"]) == ("success", commit_of(host, "v2"), after["slot"])
+    assert last["previous"] == before["release"].rsplit("/", 1)[1]
     rows = notes(host)
     assert notes_digest(rows) == notes_digest(rows_before_redeploy["rows"])
     volume = host.run("docker volume ls -q --filter name=db").stdout.split()
@@ -185,9 +257,30 @@ def test_rows_survive_a_redeploy_of_a_newer_commit(host, rows_before_redeploy):
     assert created == rows_before_redeploy["created"]
 
 
+def test_the_worker_runs_in_the_live_slot_only(host):
+    # The worker must never run twice: after the redeploy exactly one runs, the live slot's;
+    # the old slot's worker is stopped (kept for a rollback).
+    slot = live(host)
+    assert running(host, "worker") == [f"{slot['project']}-worker-1"]
+    assert running(host, "web") == [f"{slot['project']}-web-1"]
+    old_worker = host.check_output(f"docker inspect -f '{{{{.State.Status}}}}' example-{slot['other']}-worker-1")
+    assert old_worker == "exited"
+
+
+def test_a_rerun_with_nothing_new_changes_nothing(host):
+    before, lines = state(host), ledger(host)
+    run = testlib.run_playbook("converge.yml", {"app_version": "v2"})
+    assert run.returncode == 0, run.stdout[-4000:]
+    assert testlib.recap(run.stdout)[SERVER]["changed"] == 0, run.stdout[-4000:]
+    assert "nothing new to deploy" in flat(run.stdout)
+    assert state(host) == before
+    assert ledger(host) == lines, "a rerun that deployed nothing added a ledger line"
+    assert not host.file(f"{APP_ROOT}/deploy.lock").exists
+
+
 def test_a_missing_env_key_fails_before_anything_changes(host):
     before = state(host)
-    run = testlib.run_playbook("converge.yml", {"app_checkout_version": "newkey"})
+    run = testlib.run_playbook("converge.yml", {"app_version": "newkey"})
     assert run.returncode != 0
     assert "PAYMENT_API_KEY" in run.stdout
     assert "not configured" in run.stdout
@@ -200,7 +293,7 @@ def test_placeholder_secrets_are_refused_before_anything_changes(host):
     placeholders = {"SECRET_KEY": "CHANGE_ME", "POSTGRES_PASSWORD": "changeme", "API_TOKEN": ""}
     # A stand-in for the one good secret: extra vars are on the run's command line, so in its log.
     secrets = {**placeholders, "DJANGO_SUPERUSER_PASSWORD": "stand-in-admin-password-W8nR5tY2"}
-    run = testlib.run_playbook("converge.yml", {"app_checkout_version": "v2", "app_checkout_env_secrets": secrets})
+    run = testlib.run_playbook("converge.yml", {"app_version": "v2", "app_env_secrets": secrets})
     assert run.returncode != 0
     refusal = re.search(r"These env values are empty or placeholders: ([A-Za-z0-9_, ]+)\.", flat(run.stdout))
     assert refusal, run.stdout[-4000:]
@@ -217,8 +310,8 @@ def test_a_wrong_pinned_host_key_stops_the_fetch_before_anything_changes(host, t
     wrong_key = " ".join((tmp_path / "other.pub").read_text().split()[:2])
     before = state(host)
     mirror = host.run(f"git -c safe.directory='*' -C {APP_ROOT}/repo.git for-each-ref").stdout
-    run = testlib.run_playbook("converge.yml", {"app_checkout_version": "v2",
-                                                "app_checkout_known_hosts": [f"app-git {wrong_key}"]})
+    run = testlib.run_playbook("converge.yml", {"app_version": "v2",
+                                                "app_known_hosts": [f"app-git {wrong_key}"]})
     assert run.returncode != 0
     assert "Host key verification failed" in flat(run.stdout), run.stdout[-4000:]
     assert state(host) == before
@@ -230,9 +323,10 @@ def test_a_broken_migration_stops_the_deploy_masks_the_secrets_and_the_old_versi
     rows = notes(host)
     dumps_before = host.run(f"ls {APP_ROOT}/backups/pre-migrate").stdout.split()
     # The tag's migration fails with an error message that holds the app's secret values.
-    run = testlib.run_playbook("converge.yml", {"app_checkout_version": "leaky-migration"})
+    before = state(host)
+    run = testlib.run_playbook("converge.yml", {"app_version": "leaky-migration"})
     assert run.returncode != 0
-    assert "The migrations failed" in run.stdout
+    assert "The hook 'migrate' (before_switch) failed" in flat(run.stdout), run.stdout[-4000:]
     assert "leaky migration cannot go on with" in flat(run.stdout), run.stdout[-4000:]
     for name, value in ENV_SECRETS.items():
         assert f"{name}=********" in run.stdout, f"{name} is not shown masked"
@@ -241,24 +335,28 @@ def test_a_broken_migration_stops_the_deploy_masks_the_secrets_and_the_old_versi
     assert body["status"] == "ok"
     assert body["version"] == commit_of(host, "v2")
     assert notes_digest(notes(host)) == notes_digest(rows)
+    # Nothing of the failed release is left: the live slot, its containers, nginx and the
+    # releases are as they were (the migration ran in a one-off container, removed).
+    assert state(host) == before
     dumps_after = host.run(f"ls {APP_ROOT}/backups/pre-migrate").stdout.split()
     assert len(set(dumps_after) - set(dumps_before)) == 1
     dump_dir = host.file(f"{APP_ROOT}/backups/pre-migrate")
     assert dump_dir.mode == 0o700
     # The release ledger has the failed deploy (the masked message, no secret), and the deploy
     # lock is released.
-    ledger = host.file(f"{APP_ROOT}/releases.jsonl").content_string
-    last = json.loads(ledger.splitlines()[-1])
-    assert (last["result"], last["migrations"], last["commit"]) == (
-        "failed", "failed", commit_of(host, "leaky-migration"))
-    assert "The migrations failed" in last["failure"]
+    ledger_text = host.file(f"{APP_ROOT}/releases.jsonl").content_string
+    last = json.loads(ledger_text.splitlines()[-1])
+    assert (last["result"], last["release"], last["commit"]) == ("failed", "", commit_of(host, "leaky-migration"))
+    assert [(h["point"], h["name"], h["result"]) for h in last["hooks"]] == [
+        ("before_switch", "migrate", "failed, exit 1")], last["hooks"]
+    assert "leaky migration cannot go on with" in last["hooks"][0]["output"]
+    assert "The hook 'migrate' (before_switch) failed" in last["failure"]
     for name, value in ENV_SECRETS.items():
-        assert value not in ledger, f"the value of {name} is in the release ledger"
+        assert value not in ledger_text, f"the value of {name} is in the release ledger"
     assert host.file(f"{APP_ROOT}/releases.jsonl").mode == 0o640
     assert not host.file(f"{APP_ROOT}/deploy.lock").exists
 
 
-SERVER = "app-debian13"
 REGISTRY = "127.0.0.1:5000"
 REGISTRY_USER = "shipshape-pull"
 # Made at run time; given to the playbooks in a vars file, never on a command line.
@@ -268,8 +366,8 @@ WRONG_REGISTRY_PASSWORD = secrets.token_urlsafe(24)
 
 def registry_login_vars(password: str) -> str:
     path = testlib.ephemeral_dir() / "registry-login.yml"
-    path.write_text(yaml.safe_dump({"app_compose_registry_username": REGISTRY_USER,
-                                    "app_compose_registry_password": password}))
+    path.write_text(yaml.safe_dump({"app_registry_username": REGISTRY_USER,
+                                    "app_registry_password": password}))
     path.chmod(0o600)
     return f"@{path}"
 
@@ -304,12 +402,12 @@ def test_the_app_image_can_come_from_a_registry_that_wants_a_login(host):
     assert host.run(f"docker image inspect {image}:{v2}").rc != 0
     assert host.run(f"docker pull -q {image}:{v2}").rc != 0, "the registry must want a login"
     before = health(host)["version"]
-    pull = {"app_checkout_version": "v2", "app_compose_image_source": "pull", "app_compose_image_name": image}
+    pull = {"app_version": "v2", "app_image_source": "pull", "app_image_name": image}
 
     # A wrong password: the play stops at the login, names the variables, pulls nothing.
     refused = testlib.run_playbook("converge.yml", pull, "-e", registry_login_vars(WRONG_REGISTRY_PASSWORD))
     assert refused.returncode != 0
-    assert "app_compose_registry_password" in refused.stdout and f"to the registry {REGISTRY}" in refused.stdout
+    assert "app_registry_password" in refused.stdout, refused.stdout[-4000:]
     assert WRONG_REGISTRY_PASSWORD not in refused.stdout
     assert host.run(f"docker image inspect {image}:{v2}").rc != 0
     assert health(host)["version"] == before
@@ -317,25 +415,29 @@ def test_the_app_image_can_come_from_a_registry_that_wants_a_login(host):
     run = testlib.run_playbook("converge.yml", pull, "-e", registry_login_vars(REGISTRY_PASSWORD))
     assert run.returncode == 0, run.stdout[-4000:]
     assert REGISTRY_PASSWORD not in run.stdout
-    pulled = run.stdout.split("TASK [app_compose : Pull the app images]", 1)[1].split("TASK [", 1)[0]
+    pulled = run.stdout.split("TASK [app : Pull the app image]", 1)[1].split("TASK [", 1)[0]
     # The pull ran (the layers are already on the server, so the module may report "ok");
     # the registry's name of the image, removed above, is back only because it was pulled.
     assert re.search(rf"^(ok|changed): \[{SERVER}\]", pulled, re.M), pulled
-    for build in run.stdout.split("TASK [app_compose : Build the app image for this version]")[1:]:
+    for build in run.stdout.split("TASK [app : Build the app image from the release's code]")[1:]:
         assert f"skipping: [{SERVER}]" in build.split("TASK [", 1)[0], "the image was built, not pulled"
     assert host.run(f"docker image inspect {image}:{v2}").rc == 0
-    running = host.run("docker ps --format '{{.Image}}' --filter label=com.docker.compose.project=example "
-                       "--filter label=com.docker.compose.service=web").stdout.split()
-    assert running == [f"{image}:{v2}"], running
+    slot = live(host)
+    images = host.run("docker ps --format '{{.Image}}' "
+                      "--filter label=com.docker.compose.service=web").stdout.split()
+    assert images == [f"{image}:{v2}"], images
+    assert running(host, "web") == [f"{slot['project']}-web-1"]
+    assert running(host, "worker") == [f"{slot['project']}-worker-1"]
     assert health(host)["version"] == v2
     # The login stays for later pulls (a rollback), in root's Docker config, root's alone.
     docker_config = host.file("/root/.docker/config.json")
     assert docker_config.mode == 0o600 and REGISTRY in docker_config.content_string
+    # The refusal named the registry the login was for.
+    assert f"to the registry {REGISTRY}" in flat(refused.stdout), refused.stdout[-4000:]
 
 
 def test_no_secret_in_the_output_of_the_test_runs():
     log = (Path(testlib.os.environ["MOLECULE_PROJECT_DIRECTORY"]) / ".cache/molecule/app.runs.log").read_text()
-    for name, value in [*ENV_SECRETS.items(), ("app_superuser_password", SECRETS["app_superuser_password"]),
-                        ("app_compose_registry_password", REGISTRY_PASSWORD),
-                        ("a wrong app_compose_registry_password", WRONG_REGISTRY_PASSWORD)]:
+    for name, value in [*ENV_SECRETS.items(), ("app_registry_password", REGISTRY_PASSWORD),
+                        ("a wrong app_registry_password", WRONG_REGISTRY_PASSWORD)]:
         assert value not in log, f"the value of {name} appears in the output"

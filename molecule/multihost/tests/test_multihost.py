@@ -8,7 +8,8 @@ database host, restored there with the app stopped on both web hosts; a rolling 
 (a release with a migration) under constant load; a release that fails its health gate on the
 first host, which must stop the rollout there; a rollback refused by the database's schema,
 then forced, host by host under load. These are also the suite's proofs of the zero-downtime
-release path on each host (second slot, health gate, handover, no rebuild on rollback).
+release path on each host (two slots, health gate, one nginx switch, the old slot stopped and
+kept, no rebuild on rollback) and that the shared database host holds the database's keys only.
 """
 
 from __future__ import annotations
@@ -38,8 +39,13 @@ APP_ROOT = "/srv/example"
 DUMPS = f"{APP_ROOT}/backups/pre-migrate"
 SAFETY_DUMPS = "/var/backups/example/safety"  # taken before a restore
 LOAD_RATE = 25
-API_TOKEN = yaml.safe_load((Path(__file__).resolve().parents[1] / "group_vars/all/secrets.yml").read_text())[
-    "app_checkout_env_secrets"]["API_TOKEN"]
+# The app's two slots (Compose projects) and the port each publishes on 127.0.0.1.
+SLOTS = {"a": ("example-a", 8000), "b": ("example-b", 8001)}
+SECRETS = yaml.safe_load((Path(__file__).resolve().parents[1] / "group_vars/all/secrets.yml").read_text())[
+    "app_env_secrets"]
+API_TOKEN = SECRETS["API_TOKEN"]
+# The keys the database gets on its host; the others are the app's alone.
+DATABASE_KEYS = {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"}
 
 
 def address(host: str) -> str:
@@ -94,13 +100,88 @@ def releases(host: str) -> list:
     return on(host, f"ls {APP_ROOT}/releases").stdout.split()
 
 
-def assert_at_rest(host: str) -> None:
-    """After a deploy or rollback: nginx points at the app project (8000), the second slot
-    (Compose project example-next) is gone and no deploy lock is left."""
+def live_slot(host: str) -> str:
+    """The slot whose link points at the release `current` points at."""
+    out = on(host, " ".join(f'echo "$(readlink {APP_ROOT}/{link})";' for link in ("current", "slots/a", "slots/b")))
+    current, slot_a, slot_b = out.stdout.split("\n")[:3]
+    name = Path(current).name
+    assert name, f"{host}: {APP_ROOT}/current points nowhere"
+    slots = [slot for slot, link in (("a", slot_a), ("b", slot_b)) if link and Path(link).name == name]
+    assert len(slots) == 1, f"{host}: current -> {current}, slots/a -> {slot_a}, slots/b -> {slot_b}"
+    return slots[0]
+
+
+def slot_containers(host: str, slot: str) -> list:
+    """(service, state) of every container of the slot's Compose project, running or not."""
+    out = on(host, f"docker ps -a --filter label=com.docker.compose.project={SLOTS[slot][0]} "
+                   "--format '{{.Label \"com.docker.compose.service\"}} {{.State}}'")
+    assert out.returncode == 0, out.stderr
+    return sorted(tuple(line.split(" ", 1)) for line in out.stdout.splitlines() if line.strip())
+
+
+def assert_at_rest(host: str) -> str:
+    """After a deploy or rollback: nginx points at the live slot's port, the live slot runs the
+    web service and the worker (once), the other slot runs nothing (its containers, where a
+    release left them, are stopped and kept) and no deploy lock is left. Returns the live slot."""
+    live = live_slot(host)
+    idle = "b" if live == "a" else "a"
     text = on(host, "cat /etc/nginx/conf.d/shipshape-upstream.conf").stdout
-    assert re.search(r"server 127\.0\.0\.1:8000;", text), f"{host}: {text}"
-    assert on(host, "docker ps -aq --filter label=com.docker.compose.project=example-next").stdout.strip() == "", host
+    assert re.search(rf"server 127\.0\.0\.1:{SLOTS[live][1]};", text), f"{host} (live slot {live}): {text}"
+    running = [service for service, state in slot_containers(host, live) if state == "running"]
+    assert sorted(running) == ["web", "worker"], f"{host}: slot {live} runs {running}"
+    assert [c for c in slot_containers(host, idle) if c[1] == "running"] == [], \
+        f"{host}: the idle slot {idle} runs {slot_containers(host, idle)}"
     assert on(host, f"test -e {APP_ROOT}/deploy.lock").returncode != 0, f"{host}: a deploy lock was left"
+    return live
+
+
+WORKER_EVENTS = "/tmp/worker-events"
+
+
+def workers_running(host: str) -> set:
+    return set(on(host, "docker ps --filter label=com.docker.compose.service=worker --format '{{.Names}}'").stdout.split())
+
+
+def watch_workers(host: str) -> set:
+    """Record from now on when a worker container starts or dies on host (Docker's events, as
+    they happen: the engine keeps only its last 256 events). Returns the workers running now."""
+    running = workers_running(host)
+    command = (f"echo $$ > {WORKER_EVENTS}.pid; exec docker events --filter type=container "
+               "--filter label=com.docker.compose.service=worker --filter event=start --filter event=die "
+               f"--format '{{{{.TimeNano}}}} {{{{.Action}}}} {{{{.Actor.Attributes.name}}}}' > {WORKER_EVENTS}.log")
+    on(host, f"rm -f {WORKER_EVENTS}.pid {WORKER_EVENTS}.log")
+    subprocess.run(["docker", "exec", "-d", host, "sh", "-c", command], check=True, timeout=30)
+    for _ in range(50):
+        if on(host, f"test -s {WORKER_EVENTS}.pid").returncode == 0:
+            break
+        time.sleep(0.2)
+    time.sleep(1)  # the stream is subscribed
+    return running
+
+
+def worker_overlaps(host: str, running: set) -> list:
+    """Stop the recording of watch_workers and replay it from the workers `running` then: each
+    time a worker started while another one ran (the worker is in app_once_services, it must
+    never run twice)."""
+    time.sleep(1)
+    on(host, f"kill $(cat {WORKER_EVENTS}.pid)")
+    out = on(host, f"cat {WORKER_EVENTS}.log")
+    assert out.returncode == 0, out.stderr
+    running, overlaps = set(running), []
+    for line in sorted(out.stdout.splitlines(), key=lambda line: int(line.split()[0])):
+        _, action, name = line.split(" ", 2)
+        if action == "start":
+            if running - {name}:
+                overlaps.append(f"{name} started while {', '.join(sorted(running))} ran")
+            running.add(name)
+        elif action == "die":
+            running.discard(name)
+    return overlaps
+
+
+def hook_results(entry: dict) -> dict:
+    """{hook name: result} of a ledger entry."""
+    return {hook["name"]: hook["result"] for hook in entry.get("hooks", [])}
 
 
 def dumps(host: str) -> list:
@@ -141,7 +222,7 @@ def under_load(label: str):
 
 
 def deploy(version: str) -> subprocess.CompletedProcess:
-    return testlib.run_playbook(PLAYBOOKS / "app.yml", {"app_checkout_version": version}, timeout=1200)
+    return testlib.run_playbook(PLAYBOOKS / "app.yml", {"app_version": version}, timeout=1200)
 
 
 def result_lines(output: str, host: str) -> list:
@@ -204,6 +285,25 @@ def test_the_database_port_answers_the_web_hosts_only():
     assert not connects(BALANCER, db, 5432), "the balancer reaches PostgreSQL on the database host"
 
 
+def test_the_database_host_holds_the_database_keys_and_none_of_the_apps_secrets():
+    keys = on(DB, f"sed -n 's/^\\([A-Za-z_][A-Za-z0-9_]*\\)=.*/\\1/p' {APP_ROOT}/stateful/.env")
+    assert keys.returncode == 0, keys.stderr
+    assert set(keys.stdout.split()) == DATABASE_KEYS, keys.stdout
+    assert on(DB, f"stat -c %a {APP_ROOT}/stateful/.env").stdout.strip() == "600"
+    # No release (code with the app's env) on the database host, and no file there holds a
+    # secret only the app has (searched with the values on stdin, never on a command line).
+    assert on(DB, f"test -e {APP_ROOT}/releases || test -e {APP_ROOT}/current").returncode != 0
+    app_only = [SECRETS[key] for key in ("SECRET_KEY", "API_TOKEN", "DJANGO_SUPERUSER_PASSWORD")]
+    found = testlib.docker_exec(DB, "grep", "-rlF", "--exclude-dir=repo.git", "-f", "-", APP_ROOT,
+                                input_text="\n".join(app_only) + "\n", timeout=60)
+    assert (found.returncode, found.stdout) == (1, ""), \
+        f"files on {DB} with a secret of the app: {found.stdout} {found.stderr}"
+    # The web hosts' releases have the app's whole env; the database's keys are among them.
+    for host in (WEB1, WEB2):
+        env = on(host, f"sed -n 's/^\\([A-Za-z_][A-Za-z0-9_]*\\)=.*/\\1/p' {APP_ROOT}/current/.env").stdout.split()
+        assert {"SECRET_KEY", "API_TOKEN"} | DATABASE_KEYS <= set(env), f"{host}: {env}"
+
+
 def test_the_backups_run_on_the_database_host():
     for host in (WEB1, WEB2):
         assert on(host, "systemctl cat shipshape-backup.timer").returncode != 0, f"{host} has the backup timer"
@@ -225,9 +325,10 @@ def test_restore_without_the_confirmation_is_refused_and_changes_nothing():
 
 
 def app_started_at(host: str) -> list:
-    """When each container of the app (Compose project example) on host last started."""
+    """When each running container of the app (Compose projects example-a, example-b) on host last started."""
     out = on(host, "docker inspect -f '{{.State.StartedAt}}' "
-                   "$(docker ps -q --filter label=com.docker.compose.project=example)")
+                   "$(docker ps -q --filter label=com.docker.compose.project=example-a) "
+                   "$(docker ps -q --filter label=com.docker.compose.project=example-b)")
     assert out.returncode == 0 and out.stdout.strip(), out.stderr
     return out.stdout.split()
 
@@ -261,23 +362,33 @@ def test_a_rolling_deploy_with_a_migration_has_no_failed_request():
     v1, v3 = commit_of("v1"), commit_of("v3")
     before = len(notes())
     dumps_before = len(dumps(DB))
+    workers = {host: watch_workers(host) for host in (WEB1, WEB2)}
     with under_load("rolling-deploy") as load:
         run = deploy("v3")
     assert run.returncode == 0, run.stdout[-4000:]
     assert_no_failed_request(load, v1, v3)
     assert_host_by_host(played(run, "Deploy the app"))
-    # On each host v3 started beside v1 on the second port and took the traffic once healthy.
-    assert played(run, "Deploy the app").count("TASK [app_release : Start the new release on the second port]") == 2
+    # On each host v3 started in the idle slot beside v1 and took the traffic once healthy.
+    out = played(run, "Deploy the app")
+    assert out.count("TASK [app : Start the release in the slot and wait until its containers are healthy]") == 2
+    assert out.count("TASK [app : Switch the traffic to the new slot]") == 2
     for host in (WEB1, WEB2):
         release, last = current_release(host), ledger(host)[-1]
         assert release["commit"] == v3 and release["image"].endswith(f":{v3}"), release
         assert (last["kind"], last["result"], last["commit"], last["release"]) == ("deploy", "success", v3, release["id"])
         assert last["deployed_by"] and last["image_id"].startswith("sha256:"), last
-        assert_at_rest(host)
+        assert last["slot"] == assert_at_rest(host), last
+        # The old slot still holds v1's containers, stopped, for a rollback.
+        old = "b" if last["slot"] == "a" else "a"
+        assert slot_containers(host, old) == [("web", "exited"), ("worker", "exited")], slot_containers(host, old)
+        assert Path(on(host, f"readlink {APP_ROOT}/slots/{old}").stdout.strip()).name == last["previous"], last
     assert_serves(v3)
     # The migration ran once, in the first host's turn, after a dump on the database host.
-    assert (ledger(WEB1)[-1]["migrations"], ledger(WEB2)[-1]["migrations"]) == ("applied", "none pending")
+    assert hook_results(ledger(WEB1)[-1])["migrate"] == "ok", ledger(WEB1)[-1]["hooks"]
+    assert hook_results(ledger(WEB2)[-1])["migrate"] == "skipped (nothing to do)", ledger(WEB2)[-1]["hooks"]
     assert len(dumps(DB)) == dumps_before + 1
+    for host in (WEB1, WEB2):
+        assert worker_overlaps(host, workers[host]) == [], f"{host}: the worker ran twice"
     assert dumps(WEB1) == [] and dumps(WEB2) == []
     assert len(notes()) == before
 
@@ -286,18 +397,20 @@ def test_a_host_that_fails_its_health_gate_stops_the_rollout():
     v3, bad = commit_of("v3"), commit_of("unhealthy")
     web2_ledger = ledger(WEB2)
     web1_releases = releases(WEB1)
+    web1_slot = live_slot(WEB1)
     with under_load("refused-release") as load:
         run = deploy("unhealthy")
     assert run.returncode != 0, run.stdout[-4000:]
-    assert "failed its health gate" in run.stdout and "Traffic stays on the old release" in run.stdout
+    assert "failed its health gate" in run.stdout and "The traffic stays on" in run.stdout, run.stdout[-4000:]
     assert_no_failed_request(load, v3, v3)
     assert set(load.summary["versions"]) == {v3}, load.summary["versions"]
-    # The first host refused the release and kept serving v3: the release's containers and
-    # directory are gone. The second host was never touched.
+    # The first host refused the release and kept serving v3 from its live slot: the release's
+    # containers and directory are gone. The second host was never touched.
     last = ledger(WEB1)[-1]
     assert (last["result"], last["commit"]) == ("failed", bad) and "health gate" in last["failure"], last
     assert releases(WEB1) == web1_releases
-    assert_at_rest(WEB1)
+    assert assert_at_rest(WEB1) == web1_slot
+    assert bad not in on(WEB1, "docker ps -a --format '{{.Image}}'").stdout, "a container of the refused release is left"
     assert current_commit(WEB1) == v3 and current_commit(WEB2) == v3
     assert result_lines(played(run, "Deploy the app"), WEB2) == [], "the rollout went on to the second host"
     assert ledger(WEB2) == web2_ledger
@@ -319,12 +432,15 @@ def test_a_rollback_reads_the_schema_on_the_database_host_and_rolls_host_by_host
     assert (last["kind"], last["result"]) == ("rollback", "failed") and "notes.0002_note_pinned" in last["failure"], last
     assert ledger(WEB2) == web2_ledger
     # Forced (the new column is additive, v1 ignores it): one host after the other, under load,
-    # without a rebuild. Each host sends the traffic to v1's release directory first; its
-    # checkout and app project follow.
+    # without a rebuild or a hook. Each host starts v1 in its idle slot (web2's still holds v1's
+    # stopped containers; web1's were removed with the refused release, so v1 is recreated
+    # there from its directory and recorded image), switches the traffic, then stops v3's slot.
     before = {host: current_release(host)["id"] for host in (WEB1, WEB2)}
+    slots_before = {host: live_slot(host) for host in (WEB1, WEB2)}
+    workers = {host: watch_workers(host) for host in (WEB1, WEB2)}
     with under_load("rollback") as load:
         start = time.monotonic()
-        forced = testlib.run_playbook(PLAYBOOKS / "rollback.yml", {"app_release_rollback_force": True}, timeout=900)
+        forced = testlib.run_playbook(PLAYBOOKS / "rollback.yml", {"app_rollback_force": True}, timeout=900)
         took = time.monotonic() - start
     assert forced.returncode == 0, forced.stdout[-4000:]
     assert_no_failed_request(load, v3, v1)
@@ -336,14 +452,21 @@ def test_a_rollback_reads_the_schema_on_the_database_host_and_rolls_host_by_host
     turns = out.split("PLAY [Roll the app back]")[1:]
     assert len(turns) == 2, "expected one batch per web host"
     for turn in turns:
-        assert turn.index("TASK [app_release : Send new requests to the new release]") < turn.index("TASK [app_checkout")
-        builds = turn.split("TASK [app_compose : Build the app image for this version]")[1:]
-        assert builds, "no image build step"
-        for build in builds:
-            result = build.split("TASK [", 1)[0]
-            assert "ok: [" in result and "changed" not in result, result
+        assert "WARNING: rolling back to" in turn, "the forced rollback did not warn about the newer schema"
+        switch = turn.index("TASK [app : Switch the traffic to the new slot]")
+        assert switch < turn.index("TASK [app : Stop the old slot (its containers are kept for a rollback)]")
+        assert "Build the app image" not in turn, "a rollback rebuilt the image"
+        assert "TASK [app : Run the hook" not in turn, "a rollback ran a hook"
     for host in (WEB1, WEB2):
         release, last = current_release(host), ledger(host)[-1]
         assert release["commit"] == v1 and release["id"] < before[host]
-        assert (last["kind"], last["result"], last["commit"], last["migrations"]) == ("rollback", "success", v1, "not run")
-        assert_at_rest(host)
+        assert (last["kind"], last["result"], last["commit"], last["hooks"]) == ("rollback", "success", v1, []), last
+        live = assert_at_rest(host)
+        assert live != slots_before[host] and last["slot"] == live, (live, slots_before[host], last)
+        # v1 runs its recorded image: nothing was rebuilt.
+        image = on(host, f"docker inspect -f '{{{{.Image}}}}' {SLOTS[live][0]}-web-1").stdout.strip()
+        assert image == release["image_id"], (image, release)
+    # The worker (app_once_services) stopped in v3's slot before it started in v1's, on both
+    # hosts: on web1 v1's slot was recreated, on web2 its stopped containers started again.
+    for host in (WEB1, WEB2):
+        assert worker_overlaps(host, workers[host]) == [], f"{host}: the worker ran twice"
