@@ -55,8 +55,11 @@ SECRETS = (
     Secret("vault_postgres_password", "the database password, POSTGRES_PASSWORD", 16, 32,
            "the database keeps its old password: change it there too "
            "(ALTER USER ... PASSWORD) before deploying the new value"),
-    Secret("vault_superuser_password", "the password of the app's admin user", 16, 24,
-           "an existing admin user keeps its old password (the role only creates it when absent)"),
+    Secret("vault_superuser_password",
+           "the password of the app's admin user, DJANGO_SUPERUSER_PASSWORD", 16, 24,
+           "an existing admin user keeps its old password (the deploy's after-switch hook "
+           "`manage.py ensure_superuser` only creates the user when absent): change it there too "
+           "(`manage.py changepassword`)"),
     Secret("vault_restic_password", "the password of the restic backup repository", 24, 48,
            "an existing restic repository keeps its old key: add the new one with `restic key add` first"),
 )
