@@ -3,13 +3,18 @@
 `docker compose up -d` recreate of the same change, both under constant HTTPS load.
 
 Drives the demo (scripts/demo.py: a Debian 13 server with the whole site, reached over SSH,
-and Pebble), with the example app's tags v1 and v2 added to its repository (`demo.py
+and Pebble), with the example app's tags v1, v2 and unhealthy added to its repository (`demo.py
 versions`). Starting from v1 serving, each round:
 
-  1. deploy.yml to v2 under load        (ours: the new release starts beside the old one,
-                                          gets the traffic once healthy)
-  2. rollback.yml back to v1 under load  (the previous release, no rebuild)
-  3. the same change the plain way: on the server, in the live release's directory
+  1. deploy.yml to v2 under load        (ours: v2's image is removed first, so the deploy builds
+                                          it on the server - from Docker's layer cache, as after a
+                                          small commit; the new release starts in the idle slot
+                                          and gets the traffic once healthy)
+  2. deploy.yml of v2 again              (nothing new: the time of a no-op deploy, changed=0)
+  3. rollback.yml back to v1 under load  (the previous release's stopped slot starts again)
+  4. deploy.yml of `unhealthy` under load (its /health answers 503: refused at the health gate,
+                                          v1 keeps serving; the playbook fails, as it must)
+  5. the same change the plain way: on the server, in the live release's directory
      (/srv/example/current), .compose.env set to v2's image and `docker compose up -d` of the
      live slot's project (example-a or example-b) under load, then back to v1 the same way
      (unmeasured)
@@ -66,7 +71,7 @@ def server_ip() -> str:
     return demo.container_ip()
 
 
-def playbook(name: str, extra: dict, log: Path) -> float:
+def playbook(name: str, extra: dict, log: Path, fails: bool = False) -> float:
     # At the server's address HTTPS is on 443 (demo.py publishes it on 127.0.0.1:8443).
     extra = {"ansible_host": server_ip(), "ansible_port": 22, "verify_https_port": 443, **extra}
     start = time.monotonic()
@@ -76,9 +81,18 @@ def playbook(name: str, extra: dict, log: Path) -> float:
                           check=False)
     took = time.monotonic() - start
     log.write_text(proc.stdout)
-    if proc.returncode != 0:
-        sys.exit(f"bench_release: {name} failed; see {log}")
+    if (proc.returncode != 0) != fails:
+        sys.exit(f"bench_release: {name} {'passed' if fails else 'failed'}; see {log}")
     return took
+
+
+def changed_on_server(log: Path) -> int:
+    """The changed count of the server in a playbook's PLAY RECAP lines (summed over plays)."""
+    total = 0
+    for line in log.read_text().splitlines():
+        if line.startswith("demo "):  # the server's name in inventories/local
+            total += int(line.split("changed=")[1].split()[0]) if "changed=" in line else 0
+    return total
 
 
 def on_server(script: str) -> float:
@@ -153,17 +167,27 @@ def main(argv=None) -> int:
         demo.trust_network_address()
     except demo.TestbedError as exc:
         sys.exit(f"bench_release: {exc}")
-    rows = {"ours: deploy.yml": [], "ours: rollback.yml": [], "plain: docker compose up -d": []}
+    rows = {"ours: deploy.yml": [], "ours: rollback.yml": [], "ours: unhealthy refused": [],
+            "plain: docker compose up -d": []}
+    noop = []
     try:
         # From v1 serving, whatever state --reuse found.
         playbook("deploy.yml", {"app_version": "v1"}, LOG_DIR / "release-start.log")
         for n in range(1, args.rounds + 1):
+            # A build on the server each round: v2's image goes (the idle slot's stopped v2
+            # containers, if any, are recreated by the deploy anyway).
+            on_server(f"docker image rm -f example-web:{v2} >/dev/null")
             took, s = under_load(lambda: playbook("deploy.yml", {"app_version": "v2"},
                                                   LOG_DIR / f"release-deploy-{n}.log"), args.rate)
             reached(s, v2, "deploy.yml")
             rows["ours: deploy.yml"].append((took, s))
             print(f"[bench] round {n} deploy.yml v1 -> v2: {took:.1f} s, v2 answered after {s['switch_s']} s; "
                   f"{describe(s)}", flush=True)
+            log = LOG_DIR / f"release-noop-{n}.log"
+            took = playbook("deploy.yml", {"app_version": "v2"}, log)
+            noop.append((took, changed_on_server(log)))
+            print(f"[bench] round {n} deploy.yml v2 again (nothing new): {took:.1f} s, "
+                  f"changed={noop[-1][1]}", flush=True)
             # Forced: with --reuse the database may have migrations of later tags (v3), which
             # v1 and v2 do not know; the schema check is not measured here.
             took, s = under_load(lambda: playbook("rollback.yml", {"app_rollback_force": True},
@@ -172,6 +196,11 @@ def main(argv=None) -> int:
             rows["ours: rollback.yml"].append((took, s))
             print(f"[bench] round {n} rollback.yml v2 -> v1: {took:.1f} s, v1 answered after {s['switch_s']} s; "
                   f"{describe(s)}", flush=True)
+            took, s = under_load(lambda: playbook("deploy.yml", {"app_version": "unhealthy"},
+                                                  LOG_DIR / f"release-unhealthy-{n}.log", fails=True), args.rate)
+            reached(s, v1, "the refused deploy of unhealthy")
+            rows["ours: unhealthy refused"].append((took, s))
+            print(f"[bench] round {n} deploy.yml of unhealthy (refused): {took:.1f} s; {describe(s)}", flush=True)
             took, s = under_load(lambda: plain_recreate(v2), args.rate, settle=8.0)
             reached(s, v2, "docker compose up -d")
             rows["plain: docker compose up -d"].append((took, s))
@@ -199,8 +228,12 @@ def main(argv=None) -> int:
               f"{statistics.median(t for t, _ in results):8.1f} "
               f"{statistics.median(s['switch_s'] for _, s in results):8.1f}")
     print("  (time: the whole playbook for ours, from start to finish; for the plain way, `docker compose up -d`;")
-    print("   new in: from the start to the first visitor answer of the new version)")
-    return 0 if med["ours: deploy.yml"] == 0 and med["ours: rollback.yml"] == 0 else 1
+    print("   new in: from the start to the first visitor answer of the new version; for the refused")
+    print("   deploy, of the version that kept serving)")
+    print(f"  deploy.yml of the live version (nothing new): {statistics.median(t for t, _ in noop):.1f} s, "
+          f"changed={max(c for _, c in noop)} (median time, largest changed count)")
+    failed = [med[m] for m in ("ours: deploy.yml", "ours: rollback.yml", "ours: unhealthy refused")]
+    return 0 if not any(failed) and max(c for _, c in noop) == 0 else 1
 
 
 if __name__ == "__main__":

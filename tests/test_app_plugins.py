@@ -34,6 +34,8 @@ def load(name: str, relative: str):
     return module
 
 
+# The modules import the role's module_utils as Ansible ships them: ansible.module_utils.app_files.
+sys.modules["ansible.module_utils.app_files"] = load("ansible.module_utils.app_files", "module_utils/app_files.py")
 lock_mod = load("app_lock_module", "library/app_lock.py")
 lock_act = load("app_lock_action", "action_plugins/app_lock.py")
 ledger_mod = load("app_ledger_module", "library/app_ledger.py")
@@ -48,8 +50,16 @@ def run_module(relative: str, args: dict, tmp_path: Path, check_mode: bool = Fal
     if check_mode:
         payload["_ansible_check_mode"] = True
     args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": payload}))
-    proc = subprocess.run([sys.executable, str(APP / relative), str(args_file)],
-                          capture_output=True, text=True, timeout=60, check=False)
+    # The module runs as a script, with the role's module_utils where Ansible puts them.
+    runner = ("import importlib.util, runpy, sys\n"
+              "spec = importlib.util.spec_from_file_location('ansible.module_utils.app_files', sys.argv[1])\n"
+              "utils = importlib.util.module_from_spec(spec); spec.loader.exec_module(utils)\n"
+              "sys.modules['ansible.module_utils.app_files'] = utils\n"
+              "import ansible.module_utils; ansible.module_utils.app_files = utils\n"
+              "sys.argv = sys.argv[2:]\n"
+              "runpy.run_path(sys.argv[0], run_name='__main__')\n")
+    proc = subprocess.run([sys.executable, "-c", runner, str(APP / "module_utils/app_files.py"), str(APP / relative),
+                           str(args_file)], capture_output=True, text=True, timeout=60, check=False)
     return json.loads(proc.stdout)
 
 
@@ -891,6 +901,7 @@ def test_the_plugins_run_under_ansible_playbook(tmp_path):
            "ANSIBLE_LIBRARY": str(APP / "library"),
            "ANSIBLE_ACTION_PLUGINS": str(APP / "action_plugins"),
            "ANSIBLE_FILTER_PLUGINS": str(APP / "filter_plugins"),
+           "ANSIBLE_MODULE_UTILS": str(APP / "module_utils"),
            "ANSIBLE_LOCAL_TEMP": str(tmp_path / "ansible-local"),
            "ANSIBLE_REMOTE_TMP": str(tmp_path / "ansible-remote"),
            "ANSIBLE_NOCOLOR": "1"}

@@ -89,13 +89,11 @@ path:
   returned: always
 """
 
-import grp
 import json
 import os
-import pwd
-import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils import app_files
 
 
 def _parsed(line: str) -> dict | None:
@@ -138,15 +136,8 @@ def write_atomic(path: str, text: str, mode: int, uid: int = -1, gid: int = -1) 
     The text goes to a temporary file in the same directory, which gets its mode and owner,
     is flushed to disk and then renamed over *path*."""
     directory = os.path.dirname(os.path.abspath(path))
-    fd, temp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=directory)
+    temp = app_files.write_whole(path, text, mode, uid, gid)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fchmod(handle.fileno(), mode)
-            if uid != -1 or gid != -1:
-                os.fchown(handle.fileno(), uid, gid)
-            os.fsync(handle.fileno())
         os.replace(temp, path)
     except BaseException:
         try:
@@ -164,24 +155,6 @@ def write_atomic(path: str, text: str, mode: int, uid: int = -1, gid: int = -1) 
         pass
     finally:
         os.close(dir_fd)
-
-
-def resolve_ids(owner: str | None, group: str | None) -> tuple[int, int]:
-    """Return the (uid, gid) for a user and group given by name or number; -1 for unset.
-
-    Raises ValueError naming an unknown user or group."""
-    uid = gid = -1
-    if owner:
-        try:
-            uid = int(owner) if owner.isdigit() else pwd.getpwnam(owner).pw_uid
-        except KeyError:
-            raise ValueError(f"there is no user {owner!r}") from None
-    if group:
-        try:
-            gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
-        except KeyError:
-            raise ValueError(f"there is no group {group!r}") from None
-    return uid, gid
 
 
 def parse_mode(mode) -> int:
@@ -227,7 +200,7 @@ def main():
     changed = appended
     if appended and not module.check_mode:
         try:
-            uid, gid = resolve_ids(params["owner"], params["group"])
+            uid, gid = app_files.resolve_ids(params["owner"], params["group"])
             write_atomic(path, "\n".join(lines) + "\n", mode, uid, gid)
         except (ValueError, OSError) as exc:
             module.fail_json(msg=f"cannot write the release ledger {path}: {exc}", changed=False)

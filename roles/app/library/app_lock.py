@@ -123,13 +123,11 @@ stale_message:
   returned: by the action, with state present
 """
 
-import grp
 import json
 import os
-import pwd
-import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils import app_files
 
 LOCK_MODE = 0o644
 
@@ -163,18 +161,10 @@ def read_lock(path: str) -> dict:
 
 def resolve_ids(owner: str | None, group: str | None) -> tuple[int, int]:
     """Return the (uid, gid) for a user and group given by name or number; -1 for unset."""
-    uid = gid = -1
-    if owner:
-        try:
-            uid = int(owner) if owner.isdigit() else pwd.getpwnam(owner).pw_uid
-        except KeyError as exc:
-            raise LockError(f"there is no user {owner!r} for the deploy lock") from exc
-    if group:
-        try:
-            gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
-        except KeyError as exc:
-            raise LockError(f"there is no group {group!r} for the deploy lock") from exc
-    return uid, gid
+    try:
+        return app_files.resolve_ids(owner, group)
+    except ValueError as exc:
+        raise LockError(f"{exc} for the deploy lock") from exc
 
 
 def take_lock(path: str, content: str, owner: str | None = None, group: str | None = None,
@@ -191,15 +181,8 @@ def take_lock(path: str, content: str, owner: str | None = None, group: str | No
     if check_mode:
         return {"taken": False, **read_lock(path)}
     uid, gid = resolve_ids(owner, group)
-    fd, temp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=directory)
+    temp = app_files.write_whole(path, content, LOCK_MODE, uid, gid)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(content)
-            handle.flush()
-            os.fchmod(handle.fileno(), LOCK_MODE)
-            if uid != -1 or gid != -1:
-                os.fchown(handle.fileno(), uid, gid)
-            os.fsync(handle.fileno())
         try:
             os.link(temp, path)
         except FileExistsError:
