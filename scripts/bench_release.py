@@ -121,7 +121,7 @@ def plain_recreate(to: str) -> float:
     return on_server(
         LIVE_SLOT
         + "cd /srv/example/current && "
-        f"sed -i -e 's/^APP_IMAGE=\\(.*\\):.*/APP_IMAGE=\\1:{to}/' -e 's/^APP_VERSION=.*/APP_VERSION={to}/' .compose.env && "
+        f"sed -i -e \"s/^APP_IMAGE='\\\\?\\([^:']*\\):.*/APP_IMAGE='\\1:{to}'/\" -e \"s/^APP_VERSION=.*/APP_VERSION='{to}'/\" .compose.env && "
         "docker compose -p \"example-$slot\" --env-file .compose.env --env-file \"/srv/example/slots/$slot.env\" "
         "up -d web >/dev/null 2>&1")
 

@@ -4,7 +4,7 @@ Runs after converge and idempotence. The tests build on each other in file order
 deploy v1 -> rows -> redeploy v2 (into the other slot; the worker runs in the live slot only)
 -> a rerun of v2 that changes nothing -> refused deploys (a missing env key, placeholder
 secrets, a wrong pinned host key) -> a broken migration whose error message holds the secrets
--> v2's image pulled from a registry that wants a login (a wrong password refused first)
+-> a hook that fails after the switch (the traffic goes back) -> v2's image pulled from a registry that wants a login (a wrong password refused first)
 instead of built.
 
 The live slot is the one nginx's upstream points at: slot a on 127.0.0.1:8000 (Compose
@@ -354,6 +354,39 @@ def test_a_broken_migration_stops_the_deploy_masks_the_secrets_and_the_old_versi
     for name, value in ENV_SECRETS.items():
         assert value not in ledger_text, f"the value of {name} is in the release ledger"
     assert host.file(f"{APP_ROOT}/releases.jsonl").mode == 0o640
+    assert not host.file(f"{APP_ROOT}/deploy.lock").exists
+
+
+def test_a_failing_after_switch_hook_puts_the_traffic_back(host):
+    # v1 is new against v2 serving; the app's after-switch hook fails once the new release has
+    # the traffic, so the old slot starts again, passes its health gate and gets it back.
+    before, rows, old = state(host), notes(host), live(host)
+    hooks = {"before_switch": [],
+             "after_switch": [{"name": "warm the cache", "argv": ["sh", "-c", "echo cache warming failed >&2; exit 3"]}]}
+    run = testlib.run_playbook("converge.yml", {"app_version": "v1", "app_hooks": hooks})
+    assert run.returncode != 0
+    out = flat(run.stdout)
+    assert "The hook 'warm the cache' (after_switch) failed with exit 3" in out, run.stdout[-4000:]
+    assert "cache warming failed" in out
+    # The switch happened, then the switch back: the old slot's own containers serve again
+    # (started, not recreated), with the same data.
+    assert "TASK [app : Switch the traffic to the new slot]" in run.stdout
+    assert "TASK [app : Switch the traffic back to the old slot]" in run.stdout
+    assert live(host) == old
+    assert health(host)["version"] == commit_of(host, "v2")
+    assert notes_digest(notes(host)) == notes_digest(rows)
+    after = state(host)
+    for key in ("current", "releases", "env", "stateful_env", "upstream", "containers"):
+        assert after[key] == before[key], key
+    # The failed release is gone from the other slot (containers and link); one worker runs,
+    # the live slot's.
+    assert host.run(f"docker ps -aq --filter label=com.docker.compose.project=example-{old['other']}").stdout == ""
+    assert not host.file(f"{APP_ROOT}/slots/{old['other']}").exists
+    assert running(host, "worker") == [f"{old['project']}-worker-1"]
+    last = ledger(host)[-1]
+    assert (last["result"], last["release"], last["commit"]) == ("failed", "", commit_of(host, "v1"))
+    assert [(h["point"], h["name"], h["result"]) for h in last["hooks"]] == [
+        ("after_switch", "warm the cache", "failed, exit 3")], last["hooks"]
     assert not host.file(f"{APP_ROOT}/deploy.lock").exists
 
 
