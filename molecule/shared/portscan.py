@@ -43,13 +43,30 @@ async def _probe(family: int, address: tuple, port: int, timeout: float, limit: 
             await asyncio.wait_for(loop.sock_connect(sock, (address[0], port, *address[2:])), timeout)
             return "open"
         except asyncio.TimeoutError:
-            return "dropped"
+            return settled(sock)
         except OSError as exc:
             if exc.errno in CLOSED_ERRNOS:
                 return "refused"
             return f"error {errno.errorcode.get(exc.errno, exc.errno)}"
         finally:
             sock.close()
+
+
+def settled(sock: socket.socket) -> str:
+    """What the kernel knows of a non-blocking connect whose wait timed out. On a busy machine
+    the event loop can run the timeout before it gets to a connection that the kernel has
+    already completed (or refused): that port is open (or refused), not dropped."""
+    try:
+        sock.getpeername()
+        return "open"
+    except OSError:
+        pass
+    err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if err in CLOSED_ERRNOS:
+        return "refused"
+    if err:
+        return f"error {errno.errorcode.get(err, err)}"
+    return "dropped"
 
 
 async def _scan(target: str, ports: list, timeout: float, concurrency: int) -> dict:
