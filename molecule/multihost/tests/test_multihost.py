@@ -290,11 +290,15 @@ def test_the_database_host_holds_the_database_keys_and_none_of_the_apps_secrets(
     assert keys.returncode == 0, keys.stderr
     assert set(keys.stdout.split()) == DATABASE_KEYS, keys.stdout
     assert on(DB, f"stat -c %a {APP_ROOT}/stateful/.env").stdout.strip() == "600"
-    # No release (code with the app's env) on the database host, and no file there holds a
-    # secret only the app has (searched with the values on stdin, never on a command line).
-    assert on(DB, f"test -e {APP_ROOT}/releases || test -e {APP_ROOT}/current").returncode != 0
+    # No code on the database host (no release, no repository mirror, no deploy key): its
+    # app directory holds the stateful services' files and the pre-migration dumps only, and
+    # no file there holds a secret only the app has (searched with the values on stdin, never
+    # on a command line).
+    assert sorted(on(DB, f"ls -A {APP_ROOT}").stdout.split()) == ["backups", "stateful"]
+    assert sorted(on(DB, f"ls -A {APP_ROOT}/stateful").stdout.split()) == [
+        ".compose.env", ".env", "compose.db.published.yaml", "compose.db.yaml"]
     app_only = [SECRETS[key] for key in ("SECRET_KEY", "API_TOKEN", "DJANGO_SUPERUSER_PASSWORD")]
-    found = testlib.docker_exec(DB, "grep", "-rlF", "--exclude-dir=repo.git", "-f", "-", APP_ROOT,
+    found = testlib.docker_exec(DB, "grep", "-rlF", "-f", "-", APP_ROOT,
                                 input_text="\n".join(app_only) + "\n", timeout=60)
     assert (found.returncode, found.stdout) == (1, ""), \
         f"files on {DB} with a secret of the app: {found.stdout} {found.stderr}"
