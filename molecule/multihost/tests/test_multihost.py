@@ -291,10 +291,10 @@ def test_the_database_host_holds_the_database_keys_and_none_of_the_apps_secrets(
     assert set(keys.stdout.split()) == DATABASE_KEYS, keys.stdout
     assert on(DB, f"stat -c %a {APP_ROOT}/stateful/.env").stdout.strip() == "600"
     # No code on the database host (no release, no repository mirror, no deploy key): its
-    # app directory holds the stateful services' files and the pre-migration dumps only, and
-    # no file there holds a secret only the app has (searched with the values on stdin, never
-    # on a command line).
-    assert sorted(on(DB, f"ls -A {APP_ROOT}").stdout.split()) == ["backups", "stateful"]
+    # app directory holds the stateful services' files, the pre-migration dumps and the
+    # database image's archive (the test bed has no registry) only, and no file there holds a
+    # secret only the app has (searched with the values on stdin, never on a command line).
+    assert sorted(on(DB, f"ls -A {APP_ROOT}").stdout.split()) == ["backups", "images", "stateful"]
     assert sorted(on(DB, f"ls -A {APP_ROOT}/stateful").stdout.split()) == [
         ".compose.env", ".env", "compose.db.published.yaml", "compose.db.yaml"]
     app_only = [SECRETS[key] for key in ("SECRET_KEY", "API_TOKEN", "DJANGO_SUPERUSER_PASSWORD")]
