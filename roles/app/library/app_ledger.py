@@ -130,47 +130,6 @@ def read_ledger(path: str) -> list[str]:
         return []
 
 
-def write_atomic(path: str, text: str, mode: int, uid: int = -1, gid: int = -1) -> None:
-    """Replace the file at *path* with *text* in one step, with the given mode and owner.
-
-    The text goes to a temporary file in the same directory, which gets its mode and owner,
-    is flushed to disk and then renamed over *path*."""
-    directory = os.path.dirname(os.path.abspath(path))
-    temp = app_files.write_whole(path, text, mode, uid, gid)
-    try:
-        os.replace(temp, path)
-    except BaseException:
-        try:
-            os.unlink(temp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:
-        dir_fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
-
-
-def parse_mode(mode) -> int:
-    """Return the permission bits of *mode*: an octal string ('0640') or an int as YAML reads 0640."""
-    if isinstance(mode, int) and not isinstance(mode, bool):
-        value = mode
-    else:
-        text = str(mode).strip()
-        if not text or any(char not in "01234567" for char in text):
-            raise ValueError(f"mode must be an octal number such as '0640', not {mode!r}")
-        value = int(text, 8)
-    if not 0 <= value <= 0o7777:
-        raise ValueError(f"mode {mode!r} is out of range")
-    return value
-
-
 def main():
     module = AnsibleModule(
         argument_spec={
@@ -187,7 +146,7 @@ def main():
     params = module.params
     path = params["path"]
     try:
-        mode = parse_mode(params["mode"])
+        mode = app_files.parse_mode(params["mode"])
     except ValueError as exc:
         module.fail_json(msg=str(exc), changed=False)
     if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
@@ -201,7 +160,7 @@ def main():
     if appended and not module.check_mode:
         try:
             uid, gid = app_files.resolve_ids(params["owner"], params["group"])
-            write_atomic(path, "\n".join(lines) + "\n", mode, uid, gid)
+            app_files.write_atomic(path, "\n".join(lines) + "\n", mode, uid, gid)
         except (ValueError, OSError) as exc:
             module.fail_json(msg=f"cannot write the release ledger {path}: {exc}", changed=False)
     if os.path.exists(path):

@@ -1,5 +1,6 @@
-"""Files of the app role's modules (the deploy lock, the release ledger): owners given by
-name, and a file written whole before it takes its name."""
+"""Files of the app role's modules (the deploy lock, the release ledger, the files app_write
+writes): owners given by name, modes given as octal text, and a file written whole before it
+takes its name."""
 
 from __future__ import annotations
 
@@ -45,3 +46,44 @@ def write_whole(path: str, text: str, mode: int, uid: int = -1, gid: int = -1) -
         os.unlink(temp)
         raise
     return temp
+
+
+def write_atomic(path: str, text: str, mode: int, uid: int = -1, gid: int = -1) -> None:
+    """Replace the file at *path* with *text* in one step, with the given mode and owner.
+
+    The text goes to a temporary file in the same directory, which gets its mode and owner,
+    is flushed to disk and then renamed over *path*."""
+    directory = os.path.dirname(os.path.abspath(path))
+    temp = write_whole(path, text, mode, uid, gid)
+    try:
+        os.replace(temp, path)
+    except BaseException:
+        try:
+            os.unlink(temp)
+        except FileNotFoundError:
+            pass
+        raise
+    try:
+        dir_fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
+
+
+def parse_mode(mode) -> int:
+    """Return the permission bits of *mode*: an octal string ('0640') or an int as YAML reads 0640."""
+    if isinstance(mode, int) and not isinstance(mode, bool):
+        value = mode
+    else:
+        text = str(mode).strip()
+        if not text or any(char not in "01234567" for char in text):
+            raise ValueError(f"mode must be an octal number such as '0640', not {mode!r}")
+        value = int(text, 8)
+    if not 0 <= value <= 0o7777:
+        raise ValueError(f"mode {mode!r} is out of range")
+    return value
