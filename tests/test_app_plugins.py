@@ -35,7 +35,7 @@ def load(name: str, relative: str):
 
 
 # The modules import the role's module_utils as Ansible ships them: ansible.module_utils.app_files.
-sys.modules["ansible.module_utils.app_files"] = load("ansible.module_utils.app_files", "module_utils/app_files.py")
+utils_mod = sys.modules["ansible.module_utils.app_files"] = load("ansible.module_utils.app_files", "module_utils/app_files.py")
 lock_mod = load("app_lock_module", "library/app_lock.py")
 lock_act = load("app_lock_action", "action_plugins/app_lock.py")
 ledger_mod = load("app_ledger_module", "library/app_ledger.py")
@@ -508,7 +508,7 @@ def test_write_atomic_replaces_the_file_with_mode_0640_whatever_the_umask(tmp_pa
     os.chmod(ledger, 0o666)
     previous = os.umask(0o077)
     try:
-        ledger_mod.write_atomic(str(ledger), "a\nb\n", 0o640)
+        utils_mod.write_atomic(str(ledger), "a\nb\n", 0o640)
     finally:
         os.umask(previous)
     assert ledger.read_text() == "a\nb\n"
@@ -524,10 +524,10 @@ def test_read_ledger_skips_blank_lines_and_a_missing_file_is_empty(tmp_path):
 
 
 def test_parse_mode_takes_octal_text_and_yaml_numbers():
-    assert ledger_mod.parse_mode("0640") == 0o640
-    assert ledger_mod.parse_mode(0o640) == 0o640
+    assert utils_mod.parse_mode("0640") == 0o640
+    assert utils_mod.parse_mode(0o640) == 0o640
     with pytest.raises(ValueError):
-        ledger_mod.parse_mode("u=rw")
+        utils_mod.parse_mode("u=rw")
 
 
 def test_the_ledger_module_appends_reports_and_honours_check_mode(tmp_path):
@@ -567,7 +567,7 @@ def app_root(tmp_path):
                  "fingerprint": "f1"})
     release_dir(root, "20261202T100000Z-bbbbbbbbbbbb", 3000.0,
                 {"commit": "b" * 40, "version": "1.1", "image": "example-web:bbb", "image_id": "sha256:2",
-                 "fingerprint": "f2"})
+                 "fingerprint": "f2", "services": ["web", "worker"]})
     release_dir(root, "20261203T100000Z-cccccccccccc", 2000.0, None)
     (root / "releases" / "stray-file").write_text("x")
     (root / "current").symlink_to("releases/20261202T100000Z-bbbbbbbbbbbb")
@@ -583,8 +583,10 @@ def app_root(tmp_path):
 
 
 PS = {
-    "example-a": "web\texited\nworker\texited\n",
-    "example-b": "web\trunning\nworker\trunning\nmigrate\texited\n",
+    "example-a": "web\texited\tExited (0) 2 minutes ago\nworker\texited\tExited (0) 2 minutes ago\n",
+    "example-b": "web\trunning\tUp 3 minutes (healthy)\nworker\trunning\tUp 3 minutes (health: starting)\n"
+                 "migrate\texited\tExited (0) 3 minutes ago\n",
+    "example-data": "db\trunning\tUp 1 hour (healthy)\ncache\trunning\tUp 1 hour\n",
 }
 
 
@@ -599,10 +601,14 @@ def test_describe_reads_releases_current_slots_and_ledger(app_root):
                      "mtime": 1000.0, "image": "example-web:aaa", "image_id": "sha256:1", "commit": "a" * 40,
                      "version": "v1", "fingerprint": "f1"}
     assert set(bare) == {"id", "path", "mtime"} and bare["mtime"] == 2000.0
+    assert state["releases"][1]["services"] == ["web", "worker"] and "services" not in first
     assert state["slots"] == {
-        "a": {"release": "20261201T100000Z-aaaaaaaaaaaa", "containers": 2, "running": 0, "web_running": False},
-        "b": {"release": "20261202T100000Z-bbbbbbbbbbbb", "containers": 3, "running": 2, "web_running": True},
+        "a": {"release": "20261201T100000Z-aaaaaaaaaaaa", "containers": 2, "running": 0, "web_running": False,
+              "ready": []},
+        "b": {"release": "20261202T100000Z-bbbbbbbbbbbb", "containers": 3, "running": 2, "web_running": True,
+              "ready": ["web"]},
     }
+    assert state["stateful"] == {}
     assert (state["live_slot"], state["idle_slot"]) == ("b", "a")
     assert [e["release"] for e in state["ledger"]] == ["20261201T100000Z-aaaaaaaaaaaa", "20261202T100000Z-bbbbbbbbbbbb"]
     assert state["docker"] is True
@@ -630,17 +636,38 @@ def test_the_current_id_falls_back_to_the_link(tmp_path):
 
 
 def test_parse_ps_counts_containers_and_finds_the_running_web_service():
-    assert state_mod.parse_ps("web\trunning\nworker\texited\n\n", "web") == {
-        "containers": 2, "running": 1, "web_running": True}
-    assert state_mod.parse_ps("web\trestarting\nworker\trunning\n", "web") == {
-        "containers": 2, "running": 1, "web_running": False}
-    assert state_mod.parse_ps("", "web") == {"containers": 0, "running": 0, "web_running": False}
+    assert state_mod.parse_ps("web\trunning\tUp 1 second\nworker\texited\tExited (1)\n\n", "web") == {
+        "containers": 2, "running": 1, "web_running": True, "ready": ["web"]}
+    assert state_mod.parse_ps("web\trestarting\tRestarting (1)\nworker\trunning\tUp 2 hours (healthy)\n", "web") == {
+        "containers": 2, "running": 1, "web_running": False, "ready": ["worker"]}
+    assert state_mod.parse_ps("", "web") == {"containers": 0, "running": 0, "web_running": False, "ready": []}
 
 
-def test_ps_argv_asks_for_the_service_and_state_of_every_container_of_the_project():
-    assert state_mod.ps_argv("/usr/bin/docker", "example-a") == [
-        "/usr/bin/docker", "ps", "-a", "--filter", "label=com.docker.compose.project=example-a",
-        "--format", '{{.Label "com.docker.compose.service"}}\t{{.State}}']
+def test_a_running_container_that_fails_or_has_not_passed_its_health_check_is_not_ready():
+    out = "web\trunning\tUp 1 minute (unhealthy)\nworker\trunning\tUp 2 seconds (health: starting)\n"
+    assert state_mod.parse_ps(out, "web") == {"containers": 2, "running": 2, "web_running": True, "ready": []}
+
+
+def test_ps_argv_asks_for_the_service_state_and_status_of_every_container_of_the_project():
+    assert state_mod.ps_argv("example-a") == [
+        "ps", "-a", "--filter", "label=com.docker.compose.project=example-a",
+        "--format", '{{.Label "com.docker.compose.service"}}\t{{.State}}\t{{.Status}}']
+
+
+def test_the_stateful_project_is_described_like_a_slot(app_root):
+    state = state_mod.describe(str(app_root), {"a": "example-a", "b": "example-b"}, "web", PS.get, "example-data")
+    assert state["stateful"] == {"containers": 2, "running": 2, "web_running": False, "ready": ["cache", "db"]}
+    assert state["docker"] is True
+    without_docker = state_mod.describe(str(app_root), {}, "web", lambda project: None, "example-data")
+    assert without_docker["stateful"]["ready"] == [] and without_docker["docker"] is False
+
+
+def test_parse_images_keeps_the_wanted_images_the_engine_has():
+    out = "postgres:17\nexample-web:abc\n<none>:<none>\nregistry.local:5000/tools:latest\n"
+    assert state_mod.parse_images(out, ["example-web:abc", "redis:7", "postgres:17", "postgres"]) == [
+        "example-web:abc", "postgres:17"]
+    assert state_mod.parse_images(out, ["registry.local:5000/tools", "registry.local:5000/other"]) == [
+        "registry.local:5000/tools"]
 
 
 @pytest.mark.parametrize("a, b, live, idle", [
@@ -667,6 +694,11 @@ def test_the_state_module_runs_read_only(app_root, tmp_path):
     assert result["current_id"] == "20261202T100000Z-bbbbbbbbbbbb"
     assert isinstance(result["docker"], bool)
     assert sorted(str(p) for p in app_root.rglob("*")) == before
+    # The commands the deploy needs: those not on the PATH are named.
+    result = run_module("library/app_state.py", {"root": str(app_root), "projects": {},
+                                                 "commands": ["sh", "no-such-command-here"]}, tmp_path)
+    assert result["commands_missing"] == ["no-such-command-here"]
+    assert result["network_exists"] is False and result["images_present"] == []
 
 
 # --- filters: releases --------------------------------------------------------------------
@@ -840,7 +872,7 @@ def test_hook_errors_name_the_hook():
 def test_the_filter_plugin_offers_every_filter():
     assert set(filters.FilterModule().filters()) == {
         "app_rollback_target", "app_schema_unknown", "app_retention", "app_env_file", "app_env_problems",
-        "app_env_missing", "app_env_subset", "app_mask", "app_hooks_errors"}
+        "app_env_missing", "app_env_subset", "app_mask", "app_hooks_errors", "app_compose_services"}
 
 
 # --- under ansible-playbook ---------------------------------------------------------------
@@ -918,3 +950,17 @@ def test_the_plugins_run_under_ansible_playbook(tmp_path):
     assert results["released"]["released"] is True and not (root / "deploy.lock").exists()
     assert results["env"] == "A='x'\nB='y'\n"
     assert results["target"]["error"].startswith(f"no release serves yet ({root}/current is missing).")
+
+
+# --- filters: compose services ------------------------------------------------------------
+
+def test_compose_services_merges_the_files_and_leaves_out_profiled_services():
+    base = "services:\n  db:\n    image: postgres:17\n  cache:\n    image: redis:7\n  admin:\n    profiles: [tools]\n"
+    override = "services:\n  db:\n    ports: ['10.0.0.2:5432:5432']\n"
+    assert filters.app_compose_services([base, override]) == ["cache", "db"]
+    assert filters.app_compose_services(["networks: {}\n"]) == []
+
+
+@pytest.mark.parametrize("text", ["services: [db]\n", "- a list\n", "services:\n  db: {image: [\n"])
+def test_compose_services_cannot_tell_from_what_is_not_a_compose_file(text):
+    assert filters.app_compose_services([text]) is None

@@ -1,5 +1,5 @@
 """Filters of the app role: releases (rollback target, schema check, retention), the app's
-environment (env files, checks, masking) and the hooks' shape.
+environment (env files, checks, masking), the hooks' shape and the services of compose files.
 
 Each filter is a plain function of its arguments; none reads files or asks the server.
 """
@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+
+import yaml
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 EXAMPLE_KEY = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=")
@@ -267,6 +269,24 @@ def app_hooks_errors(hooks) -> list[str]:
     return errors
 
 
+def app_compose_services(texts: Iterable) -> list[str] | None:
+    """The services `docker compose up` starts from these compose files (their texts, merged
+    in order): every service named in any of them, less those that only start with a profile.
+    None when a text is not a compose file this can read (the caller then asks Compose)."""
+    services: dict[str, bool] = {}
+    for text in texts:
+        try:
+            document = yaml.safe_load(text) or {}
+        except yaml.YAMLError:
+            return None
+        if not isinstance(document, Mapping) or not isinstance(document.get("services", {}), Mapping):
+            return None
+        for name, service in (document.get("services") or {}).items():
+            has_profiles = isinstance(service, Mapping) and bool(service.get("profiles"))
+            services[str(name)] = services.get(str(name), False) or has_profiles
+    return sorted(name for name, profiled in services.items() if not profiled)
+
+
 class FilterModule:
     """The app role's filters."""
 
@@ -281,4 +301,5 @@ class FilterModule:
             "app_env_subset": app_env_subset,
             "app_mask": app_mask,
             "app_hooks_errors": app_hooks_errors,
+            "app_compose_services": app_compose_services,
         }

@@ -26,6 +26,24 @@ options:
     description: Compose service that serves HTTP.
     type: str
     default: web
+  stateful_project:
+    description: Compose project of the app's stateful services; described in RV(stateful) when given.
+    type: str
+    default: ""
+  network:
+    description: Docker network the app's projects share; RV(network_exists) says whether it exists.
+    type: str
+    default: ""
+  images:
+    description: Images (C(name:tag)) whose presence in the engine RV(images_present) reports.
+    type: list
+    elements: str
+    default: []
+  commands:
+    description: Commands the deploy needs on the server; RV(commands_missing) names those not on the PATH.
+    type: list
+    elements: str
+    default: []
 attributes:
   check_mode:
     support: full
@@ -59,8 +77,8 @@ releases:
   description:
     - The releases on the server (directories under C(ROOT/releases)), sorted by id. Each has
       C(id), C(path), C(mtime) (of the directory) and, from its release.json, C(image),
-      C(image_id), C(commit), C(version) and C(fingerprint); a directory without a readable
-      release.json has only C(id), C(path) and C(mtime).
+      C(image_id), C(commit), C(version), C(fingerprint) and (when it lists them) C(services);
+      a directory without a readable release.json has only C(id), C(path) and C(mtime).
   type: list
   elements: dict
   returned: always
@@ -68,8 +86,28 @@ slots:
   description:
     - Per slot (the keys of O(projects)) - C(release) (the release its link C(ROOT/slots/SLOT)
       points at, or empty), C(containers) (containers of its Compose project, in any state),
-      C(running) (those running) and C(web_running) (whether a container of O(web_service) runs).
+      C(running) (those running), C(web_running) (whether a container of O(web_service) runs)
+      and C(ready) (the services with a running container that is not unhealthy or still
+      starting, sorted).
   type: dict
+  returned: always
+stateful:
+  description: The same counts as a slot's (without C(release)) for O(stateful_project); empty when it is not given.
+  type: dict
+  returned: always
+network_exists:
+  description: Whether the network O(network) exists; false when it is not given.
+  type: bool
+  returned: always
+images_present:
+  description: The images of O(images) that the engine has.
+  type: list
+  elements: str
+  returned: always
+commands_missing:
+  description: The commands of O(commands) that are not on the PATH.
+  type: list
+  elements: str
   returned: always
 live_slot:
   description:
@@ -99,7 +137,9 @@ from ansible.module_utils.basic import AnsibleModule
 
 RELEASE_FIELDS = ("image", "image_id", "commit", "version", "fingerprint")
 LEDGER_KEEP = 200
-PS_FORMAT = '{{.Label "com.docker.compose.service"}}\t{{.State}}'
+PS_FORMAT = '{{.Label "com.docker.compose.service"}}\t{{.State}}\t{{.Status}}'
+# A running container whose status says so is not ready: its health check fails or has not passed yet.
+NOT_READY = ("(unhealthy)", "(health: starting)")
 
 
 def read_json(path: str) -> dict:
@@ -141,6 +181,8 @@ def list_releases(root: str) -> list[dict]:
         info = read_json(os.path.join(path, "release.json"))
         if info:
             release.update({field: str(info.get(field) or "") for field in RELEASE_FIELDS})
+            if isinstance(info.get("services"), list):
+                release["services"] = [str(service) for service in info["services"]]
         releases.append(release)
     return releases
 
@@ -168,26 +210,39 @@ def read_ledger(root: str) -> list[dict]:
 
 
 def parse_ps(output: str, web_service: str) -> dict:
-    """Count the containers in ``docker ps -a`` output of the form ``SERVICE<TAB>STATE`` per line.
-
-    Returns {containers, running, web_running}."""
+    """Count the containers in ``docker ps -a`` output of the form ``SERVICE<TAB>STATE<TAB>STATUS``
+    per line. Returns {containers, running, web_running, ready}: *ready* lists the services with
+    a running container whose health check (if any) passes."""
     containers = running = 0
     web_running = False
+    ready = set()
     for line in output.splitlines():
         if not line.strip():
             continue
-        service, _, state = line.partition("\t")
+        service, _, rest = line.partition("\t")
+        state, _, status = rest.partition("\t")
+        service = service.strip()
         containers += 1
         if state.strip() == "running":
             running += 1
-            if service.strip() == web_service:
+            if service == web_service:
                 web_running = True
-    return {"containers": containers, "running": running, "web_running": web_running}
+            if not any(mark in status for mark in NOT_READY):
+                ready.add(service)
+    return {"containers": containers, "running": running, "web_running": web_running, "ready": sorted(ready)}
 
 
-def ps_argv(docker: str, project: str) -> list[str]:
-    """The argv of ``docker ps`` that lists the containers of a Compose project with their state."""
-    return [docker, "ps", "-a", "--filter", f"label=com.docker.compose.project={project}", "--format", PS_FORMAT]
+def parse_images(output: str, wanted: list) -> list:
+    """The images of *wanted* among the ``REPOSITORY:TAG`` lines of ``docker images`` output
+    (a name without a tag is the tag ``latest``)."""
+    have = {line.strip() for line in output.splitlines()}
+    return [image for image in wanted
+            if image in have or (":" not in image.rsplit("/", 1)[-1] and f"{image}:latest" in have)]
+
+
+def ps_argv(project: str) -> list[str]:
+    """The arguments of ``docker`` that list the containers of a Compose project with their state."""
+    return ["ps", "-a", "--filter", f"label=com.docker.compose.project={project}", "--format", PS_FORMAT]
 
 
 def pick_slots(slots: dict, current_id: str) -> tuple[str, str]:
@@ -209,7 +264,7 @@ def pick_slots(slots: dict, current_id: str) -> tuple[str, str]:
     return live, others[0] if others else ""
 
 
-def describe(root: str, projects: dict, web_service: str, run_ps) -> dict:
+def describe(root: str, projects: dict, web_service: str, run_ps, stateful_project: str = "") -> dict:
     """Describe the app under *root*. *run_ps(project)* returns the ``docker ps`` output of a
     Compose project, or None when Docker does not answer."""
     current = read_json(os.path.join(root, "current", "release.json"))
@@ -220,10 +275,15 @@ def describe(root: str, projects: dict, web_service: str, run_ps) -> dict:
         output = run_ps(str(projects[slot]))
         if output is None:
             docker_ok = False
-            counts = {"containers": 0, "running": 0, "web_running": False}
+            counts = parse_ps("", web_service)
         else:
             counts = parse_ps(output, web_service)
         slots[slot] = {"release": link_name(os.path.join(root, "slots", slot)), **counts}
+    stateful = {}
+    if stateful_project:
+        output = run_ps(stateful_project)
+        docker_ok = docker_ok and output is not None
+        stateful = parse_ps(output or "", web_service)
     live, idle = pick_slots(slots, current_id)
     return {
         "current": current,
@@ -234,6 +294,7 @@ def describe(root: str, projects: dict, web_service: str, run_ps) -> dict:
         "idle_slot": idle,
         "ledger": read_ledger(root),
         "docker": docker_ok,
+        "stateful": stateful,
     }
 
 
@@ -243,18 +304,28 @@ def main():
             "root": {"type": "str", "required": True},
             "projects": {"type": "dict", "required": True},
             "web_service": {"type": "str", "default": "web"},
+            "stateful_project": {"type": "str", "default": ""},
+            "network": {"type": "str", "default": ""},
+            "images": {"type": "list", "elements": "str", "default": []},
+            "commands": {"type": "list", "elements": "str", "default": []},
         },
         supports_check_mode=True,
     )
+    params = module.params
     docker = module.get_bin_path("docker")
 
-    def run_ps(project: str):
+    def run_docker(*argv: str):
         if not docker:
             return None
-        rc, out, _ = module.run_command(ps_argv(docker, project), check_rc=False)
+        rc, out, _ = module.run_command([docker, *argv], check_rc=False)
         return out if rc == 0 else None
 
-    result = describe(module.params["root"], module.params["projects"], module.params["web_service"], run_ps)
+    result = describe(params["root"], params["projects"], params["web_service"],
+                      lambda project: run_docker(*ps_argv(project)), params["stateful_project"])
+    result["network_exists"] = bool(params["network"]) and run_docker("network", "inspect", params["network"]) is not None
+    images = run_docker("images", "--format", "{{.Repository}}:{{.Tag}}") if params["images"] else ""
+    result["images_present"] = parse_images(images or "", params["images"])
+    result["commands_missing"] = [name for name in params["commands"] if not module.get_bin_path(name)]
     if not docker:
         result["docker"] = False
     module.exit_json(changed=False, **result)
