@@ -26,6 +26,13 @@ options:
     description: Seconds a connection attempt may take before the port counts as closed.
     type: float
     default: 3
+  expect_open:
+    description:
+      - Ports that should answer. One of them that did not is tried once more, with twice
+        O(timeout), before it counts as closed (a lost packet is not a closed port).
+    type: list
+    elements: int
+    default: []
 author: shipshape
 """
 
@@ -56,12 +63,22 @@ def _accepts(address, port, timeout):
         return False
 
 
+def probe(address, ports, timeout) -> set:
+    """The ports of *ports* that accept a connection, all tried at once."""
+    if not ports:
+        return set()
+    with ThreadPoolExecutor(max_workers=min(32, len(ports))) as pool:
+        answers = list(pool.map(lambda port: _accepts(address, port, timeout), ports))
+    return {port for port, ok in zip(ports, answers) if ok}
+
+
 def main():
     module = AnsibleModule(
         argument_spec={
             "address": {"type": "str", "required": True},
             "ports": {"type": "list", "elements": "int", "required": True},
             "timeout": {"type": "float", "default": 3},
+            "expect_open": {"type": "list", "elements": "int", "default": []},
         },
         supports_check_mode=True,
     )
@@ -71,12 +88,13 @@ def main():
         socket.getaddrinfo(address, None)
     except OSError as exc:
         module.fail_json(msg=f"cannot resolve {address}: {exc}", changed=False)
-    with ThreadPoolExecutor(max_workers=min(32, max(1, len(ports)))) as pool:
-        answers = list(pool.map(lambda port: _accepts(address, port, timeout), ports))
+    answered = probe(address, ports, timeout)
+    again = [port for port in ports if port in module.params["expect_open"] and port not in answered]
+    answered |= probe(address, again, 2 * timeout)
     module.exit_json(
         changed=False,
-        open=[port for port, ok in zip(ports, answers) if ok],
-        closed=[port for port, ok in zip(ports, answers) if not ok],
+        open=[port for port in ports if port in answered],
+        closed=[port for port in ports if port not in answered],
     )
 
 
