@@ -278,6 +278,23 @@ def test_a_rerun_with_nothing_new_changes_nothing(host):
     assert not host.file(f"{APP_ROOT}/deploy.lock").exists
 
 
+def test_containers_removed_by_hand_come_back_on_a_rerun(host):
+    # A rerun with nothing new asks Compose nothing while every service runs; a worker
+    # removed from the live slot, or the database container removed, is a service that
+    # does not run: the rerun brings both back (the database with its volume).
+    slot = live(host)
+    worker = f"{slot['project']}-worker-1"
+    host.check_output(f"docker rm -f {worker} example-data-db-1")
+    assert running(host, "worker") == [] and running(host, "db") == []
+    run = testlib.run_playbook("converge.yml", {"app_version": "v2"})
+    assert run.returncode == 0, run.stdout[-4000:]
+    assert testlib.recap(run.stdout)[SERVER]["changed"] > 0
+    assert running(host, "worker") == [worker]
+    assert running(host, "db") == ["example-data-db-1"]
+    assert "nothing new to deploy" in flat(run.stdout)
+    assert health(host)["database"] == "ok"
+
+
 def test_a_missing_env_key_fails_before_anything_changes(host):
     before = state(host)
     run = testlib.run_playbook("converge.yml", {"app_version": "newkey"})
