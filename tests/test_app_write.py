@@ -61,6 +61,10 @@ def test_the_directory_is_created_and_corrected(tmp_path):
     assert write_mod.ensure_directory({"path": str(directory), "mode": "0750"}, check_mode=False) is True
     assert directory.is_dir() and mode_of(directory) == 0o750
     assert write_mod.ensure_directory({"path": str(directory), "mode": "0750"}, check_mode=False) is False
+    # Its parents too, as /etc/nginx/conf.d before nginx is installed.
+    nested = tmp_path / "etc" / "nginx" / "conf.d"
+    assert write_mod.ensure_directory({"path": str(nested), "mode": "0755"}, check_mode=False) is True
+    assert nested.is_dir() and mode_of(nested) == 0o755
     (tmp_path / "plain").write_text("x")
     with pytest.raises(ValueError, match="not a directory"):
         write_mod.ensure_directory({"path": str(tmp_path / "plain"), "mode": "0750"}, check_mode=False)

@@ -44,7 +44,7 @@ options:
         description: Group of the file (a name or a numeric id); unset keeps the current group.
         type: str
   directory:
-    description: A directory created (or corrected) before the files are written.
+    description: A directory created (with its missing parents) or corrected before the files are written.
     type: dict
     suboptions:
       path:
@@ -131,7 +131,7 @@ def ensure_directory(spec: dict, check_mode: bool) -> bool:
     if diff.get("missing"):
         if os.path.lexists(path):
             raise ValueError(f"{path} exists and is not a directory")
-        os.mkdir(path, mode)
+        os.makedirs(path, mode)  # missing parents too (0755 less the umask, like mkdir -p)
     os.chmod(path, mode)
     if uid != -1 or gid != -1:
         os.chown(path, uid, gid)
