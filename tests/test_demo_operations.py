@@ -281,6 +281,88 @@ def test_site_yml_again_changes_nothing(demo):
     assert counts["changed"] == 0 and counts["failed"] == 0, run.stdout[-6000:]
 
 
+# ------------------------------------------------------------------ drift
+
+def drift_report() -> subprocess.CompletedProcess:
+    """scripts/drift.py as an operator runs it: site.yml in check mode, summed up."""
+    proc = subprocess.run([sys.executable, str(REPO / "scripts/drift.py"), "-i", str(INVENTORY),
+                           "--vault-password-file", str(VAULT_PASSWORD_FILE)],
+                          cwd=REPO, capture_output=True, text=True, timeout=900, check=False)
+    OUTPUTS.append(proc.stdout + proc.stderr)
+    return proc
+
+
+def drift_rows(output: str) -> dict:
+    """{task: [its lines]} of the report's DRIFT rows."""
+    rows, current = {}, None
+    for line in output.splitlines():
+        if line.startswith("DRIFT  "):
+            current = line.split("  ", 2)[2]
+            rows[current] = []
+        elif line.startswith("       ") and current:
+            rows[current].append(line.strip())
+    return rows
+
+
+# What an operator or an intruder changes by hand on a converged server, and the task of
+# site.yml that finds it (in a dry run) and puts it back.
+DRIFT = {
+    "hardening : Configure the SSH server (validated before it goes live)":
+        "sed -i 's/^PasswordAuthentication no/PasswordAuthentication yes/' /etc/ssh/sshd_config",
+    "hardening : Write the kernel and network settings":
+        "sed -i 's/^net.ipv4.conf.all.accept_redirects = 0/net.ipv4.conf.all.accept_redirects = 1/' "
+        "/etc/sysctl.d/90-hardening.conf",
+    "app : Keep the live release running in its slot":
+        "docker stop -t 2 $(docker ps -q --filter label=com.docker.compose.service=web)",
+    "app : Write the release's env file (the app's keys) and Compose variables":
+        f"echo EDITED_BY_HAND=1 >> {APP_ROOT}/current/.env",
+}
+
+
+@pytest.fixture(scope="module")
+def drift(host):
+    """The report after each drift of DRIFT was planted, site.yml's run after it, and the
+    report after that run."""
+    for plant in DRIFT.values():
+        host.check_output(plant)
+    seen = {"planted": drift_report()}
+    seen["site"] = run_playbook(REPO / "site.yml")
+    seen["after"] = drift_report()
+    return seen
+
+
+def test_the_drift_report_names_each_drift_and_exits_non_zero(drift, host):
+    report = drift["planted"]
+    assert report.returncode == 1, report.stdout[-4000:] + report.stderr[-2000:]
+    rows = drift_rows(report.stdout)
+    # Each planted drift, and nothing else.
+    assert set(rows) == set(DRIFT), report.stdout
+    assert "-PasswordAuthentication yes" in rows[next(iter(DRIFT))]
+    assert "+PasswordAuthentication no" in rows[next(iter(DRIFT))]
+    assert "+net.ipv4.conf.all.accept_redirects = 0" in rows["hardening : Write the kernel and network settings"]
+    # The env file holds secrets: the report names it, and shows none of its lines.
+    env_rows = rows["app : Write the release's env file (the app's keys) and Compose variables"]
+    assert [line for line in env_rows if line.startswith("differs: ")] == [
+        f"differs: {host.check_output(f'readlink -f {APP_ROOT}/current')}/.env"], env_rows
+    assert any(line.endswith(": Starting") for line in rows["app : Keep the live release running in its slot"])
+    for lines in rows.values():
+        assert any(line.startswith("fix: ansible-playbook site.yml -i ") for line in lines), lines
+    assert f"drift: {len(DRIFT)} setting(s) drifted on demo" in report.stdout
+    for value in vault_values():
+        assert value not in report.stdout + report.stderr
+
+
+def test_site_yml_puts_the_drift_back_and_the_report_then_exits_zero(drift, host):
+    site = drift["site"]
+    assert site.returncode == 0, site.stdout[-4000:]
+    assert recap(site.stdout)[SERVER]["changed"] > 0
+    after = drift["after"]
+    assert after.returncode == 0, after.stdout[-4000:]
+    assert "drift: nothing drifted" in after.stdout
+    assert "EDITED_BY_HAND" not in host.check_output(f"cat {APP_ROOT}/current/.env")
+    assert host.run("grep -qx 'PasswordAuthentication no' /etc/ssh/sshd_config").rc == 0
+
+
 # ------------------------------------------------------------------ from outside
 
 def test_health_answers_over_https_with_a_certificate_from_the_acme_server(host, server_ip, versions):
