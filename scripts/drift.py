@@ -57,8 +57,17 @@ def diff_lines(diff) -> list:
 
 
 def what_changes(result: dict) -> list:
-    """For a task without a diff: what it says it would change - the files of the app role's
-    app_write, the containers of a Compose task, or its message."""
+    """For a task without a diff: what it says it would change - for a loop, each item that
+    would change (by its label); the files of the app role's app_write, the containers of a
+    Compose task, or its message."""
+    if isinstance(result.get("results"), list):
+        lines = []
+        for item in result["results"]:
+            if isinstance(item, dict) and item.get("changed"):
+                label = item.get("_ansible_item_label", item.get("item", "?"))
+                lines.append(f"item: {label if isinstance(label, str) else json.dumps(label, sort_keys=True)}")
+                lines += [f"  {line}" for line in diff_lines(item.get("diff", []))]
+        return lines[:DIFF_LINES]
     if isinstance(result.get("changed_files"), list):
         return [f"differs: {path}" for path in result["changed_files"]]
     if isinstance(result.get("actions"), list):

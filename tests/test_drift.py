@@ -42,6 +42,9 @@ def test_rows_failures_and_what_a_task_without_diff_would_change():
         ("app : Keep the live release running in its slot", {"demo": {"changed": True, "actions": [
             {"what": "container", "id": "ex-a-web-1", "status": "Starting"}]}}),
         ("app : Install the deploy key", {"demo": {"changed": True, "censored": "hidden"}}),
+        ("ufw : Delete the rules nobody configured", {"demo": {"changed": True, "results": [
+            {"changed": False, "_ansible_item_label": "ufw allow 80/tcp"},
+            {"changed": True, "_ansible_item_label": "ufw allow 8080/tcp"}]}}),
         ("app : Start", {"web2": {"failed": True, "msg": "boom"}, "web3": {"unreachable": True, "msg": "no route"}}),
     ]))
     rows, failures = drift.drifted(data)
@@ -50,6 +53,7 @@ def test_rows_failures_and_what_a_task_without_diff_would_change():
         ("app : Write the release's env file", ["differs: /srv/ex/r/.env"], False),
         ("app : Keep the live release running in its slot", ["container ex-a-web-1: Starting"], False),
         ("app : Install the deploy key", [], True),
+        ("ufw : Delete the rules nobody configured", ["item: ufw allow 8080/tcp"], False),
     ]
     assert failures == [{"host": "web2", "task": "app : Start", "msg": "boom"},
                         {"host": "web3", "task": "app : Start", "msg": "no route"}]
