@@ -312,6 +312,7 @@ DRIFT = {
     "hardening : Write the kernel and network settings":
         "sed -i 's/^net.ipv4.conf.all.accept_redirects = 0/net.ipv4.conf.all.accept_redirects = 1/' "
         "/etc/sysctl.d/90-hardening.conf",
+    "ufw : Delete the rules nobody configured": "ufw allow 8080/tcp",
     "app : Keep the live release running in its slot":
         "docker stop -t 2 $(docker ps -q --filter label=com.docker.compose.service=web)",
     "app : Write the release's env file (the app's keys) and Compose variables":
@@ -345,6 +346,7 @@ def test_the_drift_report_names_each_drift_and_exits_non_zero(drift, host):
     assert [line for line in env_rows if line.startswith("differs: ")] == [
         f"differs: {host.check_output(f'readlink -f {APP_ROOT}/current')}/.env"], env_rows
     assert any(line.endswith(": Starting") for line in rows["app : Keep the live release running in its slot"])
+    assert "ufw allow 8080/tcp" in " ".join(rows["ufw : Delete the rules nobody configured"])
     for lines in rows.values():
         assert any(line.startswith("fix: ansible-playbook site.yml -i ") for line in lines), lines
     assert f"drift: {len(DRIFT)} setting(s) drifted on demo" in report.stdout
@@ -361,6 +363,7 @@ def test_site_yml_puts_the_drift_back_and_the_report_then_exits_zero(drift, host
     assert "drift: nothing drifted" in after.stdout
     assert "EDITED_BY_HAND" not in host.check_output(f"cat {APP_ROOT}/current/.env")
     assert host.run("grep -qx 'PasswordAuthentication no' /etc/ssh/sshd_config").rc == 0
+    assert "8080" not in host.check_output("ufw show added")
 
 
 # ------------------------------------------------------------------ from outside

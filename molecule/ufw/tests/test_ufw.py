@@ -208,6 +208,33 @@ def test_a_port_dropped_from_the_allow_list_closes_again(box, name, allow_list_r
     assert "8080" not in box.check_output("iptables -S DOCKER-USER")
 
 
+@pytest.fixture(scope="module")
+def hand_opened():
+    """A port opened by hand (`ufw allow 8081/tcp`, where the stray listener is), probed from
+    outside, then the role's rule tasks run: the rule nobody configured goes."""
+    prober = testinfra.get_host(f"docker://{PROBER}")
+    seen = {"opened": {}, "after": {}, "rules": {}}
+    for name in HARDENED:
+        testinfra.get_host(f"docker://{name}").check_output("ufw allow 8081/tcp")
+        seen["opened"][name] = probe_both(prober, name, 8081)
+    seen["run"] = testlib.run_playbook("converge.yml", None, "--limit", ",".join(HARDENED), "--tags", "ufw_rules")
+    for name in HARDENED:
+        seen["after"][name] = probe_both(prober, name, 8081)
+        seen["rules"][name] = testinfra.get_host(f"docker://{name}").check_output("ufw show added")
+    return seen
+
+
+def test_a_port_opened_by_hand_is_closed_by_the_next_run(name, hand_opened):
+    seen = hand_opened
+    assert open_ports(seen["opened"][name]) == {"IPv4": [8081], "IPv6": [8081]}, seen["opened"][name]
+    assert seen["run"].returncode == 0, seen["run"].stdout[-3000:]
+    assert "ufw allow 8081/tcp" in seen["run"].stdout  # the rule deleted, named in the run
+    assert testlib.recap(seen["run"].stdout)[name]["changed"] > 0
+    assert_closed_both(seen["after"][name], 8081)
+    assert "8081" not in seen["rules"][name]
+    assert "ufw limit 22/tcp" in seen["rules"][name]
+
+
 MOVED = 2200
 
 
