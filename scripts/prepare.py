@@ -73,12 +73,10 @@ app_version: main
 # pinned host key (see roles/app/README.md):
 # app_deploy_key: "{{{{ vault_app_deploy_key }}}}"
 # app_known_hosts: ["git.example.com ssh-ed25519 AAAA..."]
-# The commands a Django app runs on a deploy: its migrations, and the admin user named by
-# DJANGO_SUPERUSER_* below, created when absent (none: only the commands of app_hooks).
-app_preset: django
-# Services of the app that must never run twice (workers, schedulers): a deploy stops them in
-# the old slot before it starts them in the new one. The example app has one.
-app_once_services: [worker]
+# How the app runs (its preset - the example's is django: its migrations, and the admin user
+# named by DJANGO_SUPERUSER_* below -, its hooks, the services that must never run twice, its
+# compose files) is in the app's own shipshape.yml. An app_* variable set here wins over it,
+# e.g. app_once_services: [worker, scheduler].
 # Django's admin login page: checked after each deploy, and the target of the rate-limit burst.
 verify_admin_path: /admin/login/
 

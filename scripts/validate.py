@@ -15,6 +15,7 @@ Checks, each a row of check / status (PASS, WARN, FAIL, SKIP) / detail / fix:
   disk / memory  free disk where Docker keeps its data, and memory, above the minimum
   port 80/443    the server's web ports can be reached from here (a WARN when not)
   repository     `git ls-remote` finds app_version in app_repo_url
+  manifest       the app's shipshape.yml at that version keeps the app contract (its schema)
   compose        the compose files exist at that version and are valid
   env keys       every key of the app's .env.example is configured
   syntax-check   `ansible-playbook site.yml --syntax-check` passes
@@ -42,6 +43,7 @@ import argparse
 import base64
 import concurrent.futures
 import configparser
+import importlib.util
 import io
 import ipaddress
 import json
@@ -1046,19 +1048,53 @@ def interpolation_names(text: str) -> set:
     return set(re.findall(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?\?)", text))
 
 
+def read_manifest(text: str) -> dict:
+    """The app's shipshape.yml read by the app role's own filter (the same schema, the same
+    messages): {"manifest": {...}, "errors": [...]}."""
+    path = Path(__file__).resolve().parent.parent / "roles/app/filter_plugins/app_manifest.py"
+    spec = importlib.util.spec_from_file_location("app_manifest", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.app_manifest(text)
+
+
+def check_manifest(report: Report, repo: str, ref: str, values: dict, inventory: Path) -> dict:
+    """The manifest row; returns the manifest (empty when the app has none or it is broken)."""
+    main = rel(inventory_paths(inventory)["main"])
+    version = values.get("app_version")
+    shown = git("--git-dir", git_dir(repo), "show", f"{ref}:shipshape.yml")
+    if shown.returncode != 0:
+        report.add("manifest", "PASS", f"the app has no shipshape.yml at {version}: the roles' defaults and {main} say how it runs")
+        return {}
+    read = read_manifest(shown.stdout)
+    for error in read["errors"]:
+        report.add("manifest", "FAIL", f"{error} (at {version})",
+                   f"fix shipshape.yml in the app repository (schema: roles/app/files/shipshape.schema.json), "
+                   f"or set the app_* variable of that key in {main}")
+    if not read["errors"]:
+        report.add("manifest", "PASS", f"shipshape.yml at {version} keeps the app contract")
+    return read["manifest"]
+
+
 def check_compose(report: Report, repo: str | None, ref: str | None, values: dict, workdir: Path,
                   inventory: Path) -> None:
     main = rel(inventory_paths(inventory)["main"])
     if repo is None:
         if not any(r.check == "compose" for r in report.rows):
+            report.add("manifest", "SKIP", "not checked: the repository at the version could not be read")
             report.add("compose", "SKIP", "not checked: the repository at the version could not be read")
             report.add("env keys", "SKIP", "not checked: the repository at the version could not be read")
         return
     version = values.get("app_version")
-    app_files = values.get("app_compose_files") or DEFAULTS["app_compose_files"]
+    # The inventory wins over the app's manifest, which wins over the roles' defaults.
+    manifest = check_manifest(report, repo, ref, values, inventory)
+    app_files = (values.get("app_compose_files") or manifest.get("compose_files")
+                 or DEFAULTS["app_compose_files"])
     data_files = values.get("app_stateful_files")
-    data_files = DEFAULTS["app_stateful_files"] if data_files is None else data_files
-    web = values.get("app_web_service") or DEFAULTS["app_web_service"]
+    if data_files is None:
+        data_files = (manifest.get("stateful") or {}).get("files", DEFAULTS["app_stateful_files"])
+    web = (values.get("app_web_service") or (manifest.get("web") or {}).get("service")
+           or DEFAULTS["app_web_service"])
     db = values.get("app_db_service") or DEFAULTS["app_db_service"]
     texts, problems = {}, []
     for name in [*app_files, *data_files]:

@@ -401,7 +401,21 @@ def test_a_repository_reached_from_here_is_listed_and_its_files_checked(good, se
         assert "has v1.0" in rows["repository"]["detail"] and "from here" in rows["repository"]["detail"]
         assert rows["env keys"]["status"] == "PASS", rows["env keys"]
         assert rows["compose"]["status"] in ("PASS", "WARN") and "compose.yaml" in rows["compose"]["detail"]
+        assert rows["manifest"]["status"] == "PASS" and "keeps the app contract" in rows["manifest"]["detail"]
         assert proc.returncode == 0, proc.stdout
+        # A manifest that breaks the contract is a FAIL naming the file, the line, the key and the fix.
+        manifest = work / "shipshape.yml"
+        manifest.write_text(manifest.read_text() + "once_services: worker\n")
+        for args in (["commit", "-q", "-am", "bad manifest"], ["tag", "v1.1"],
+                     ["push", "-q", str(served / "app.git"), "v1.1"]):
+            subprocess.run([*git, *args], cwd=work, check=True)
+        subprocess.run(["git", "-C", str(served / "app.git"), "update-server-info"], check=True)
+        edit_main(inv, "app_version", "v1.1")
+        proc = validate(inv, "--vault-password-file", str(good["password_file"]), "--json")
+        row = next(r for r in rows_of(proc) if r["check"] == "manifest")
+        assert proc.returncode == 1 and row["status"] == "FAIL", row
+        assert re.search(r"shipshape.yml line \d+: once_services: must be a list, not a string", row["detail"]), row
+        assert "app_* variable" in row["fix"]
         # A version that does not exist there is a FAIL that says so.
         edit_main(inv, "app_version", "v9.9")
         proc = validate(inv, "--vault-password-file", str(good["password_file"]), "--json")

@@ -13,6 +13,8 @@ and on a branch from v2 (the release tests on the demo server and in the multiho
   v3         v2 and a new migration (a column added): a schema older releases do not know
 and on a branch from v2 (the masking test of the app scenario):
   leaky-migration  v2 and a migration that fails with the app's secrets in its error message
+and on a branch from v2 (the app contract test of the app scenario):
+  badmanifest  v2 whose shipshape.yml gives a hook's command as a string, not a list
 """
 
 from __future__ import annotations
@@ -129,6 +131,12 @@ def main() -> int:
         (work / "notes/migrations/0999_leaky.py").write_text(
             LEAKY_MIGRATION.replace("{previous}", migrations[-1]))
         commit(work, "A migration that fails with the secrets in its message", "leaky-migration")
+
+        git(work, "checkout", "-q", "-b", "contract", "v2")
+        manifest = work / "shipshape.yml"
+        manifest.write_text(manifest.read_text() + "hooks:\n  before_switch:\n    - name: migrate\n"
+                                                   "      argv: python3 manage.py migrate\n")
+        commit(work, "A manifest that breaks the app contract", "badmanifest")
         git(work, "checkout", "-q", "releases")
 
         if bare.exists():

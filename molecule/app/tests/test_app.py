@@ -305,6 +305,28 @@ def test_a_missing_env_key_fails_before_anything_changes(host):
     assert health(host)["version"] == commit_of(host, "v2")
 
 
+def test_the_manifest_drives_the_deploy(host):
+    # The inventory names no preset and no worker: the example's shipshape.yml does (Django's
+    # hooks ran, the worker runs once, in the live slot only).
+    settings = (Path(__file__).resolve().parents[1] / "group_vars/web/main.yml").read_text()
+    assert "app_preset" not in settings and "app_once_services" not in settings
+    hooks = [hook["name"] for entry in ledger(host) for hook in entry.get("hooks", [])]
+    assert "migrate" in hooks and "create the admin user" in hooks
+    assert running(host, "worker") == [f"{live(host)['project']}-worker-1"]
+
+
+def test_a_manifest_that_breaks_the_contract_is_refused_before_anything_changes(host):
+    before = state(host)
+    run = testlib.run_playbook("converge.yml", {"app_version": "badmanifest"})
+    assert run.returncode != 0
+    text = flat(run.stdout)
+    assert "shipshape.yml of the app at badmanifest" in text
+    assert "hooks.before_switch[0].argv: must be a list, not a string" in text
+    assert "line " in text.split("hooks.before_switch[0].argv")[0][-20:]  # the line is named
+    assert state(host) == before
+    assert health(host)["version"] == commit_of(host, "v2")
+
+
 def test_placeholder_secrets_are_refused_before_anything_changes(host):
     before = state(host)
     placeholders = {"SECRET_KEY": "CHANGE_ME", "POSTGRES_PASSWORD": "changeme", "API_TOKEN": ""}
