@@ -91,7 +91,9 @@ def test_first_run_writes_an_encrypted_vault_of_strong_secrets(tmp_path, home):
     assert settings["app_env_secrets"]["SECRET_KEY"] == "{{ vault_django_secret_key }}"
     assert settings["app_env_secrets"]["DJANGO_SUPERUSER_PASSWORD"] == "{{ vault_superuser_password }}"
     assert settings["app_env"]["DJANGO_SUPERUSER_USERNAME"] == "admin"
-    assert settings["app_preset"] == "django"
+    # How the app runs is its own shipshape.yml's to say; the inventory only may override it.
+    assert "app_preset" not in settings and "app_once_services" not in settings
+    assert "shipshape.yml" in main.read_text()
     assert settings["backups_restic_password"] == "{{ vault_restic_password }}"
     assert yaml.safe_load(hosts.read_text())["all"]["children"]["web"]["hosts"]
     # No secret value is printed; what is left to edit is.
