@@ -30,9 +30,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 DIFF_LINES = 12
-# Tags of site.yml's stages, by the role that runs them (playbooks/*.yml).
-STAGE_TAGS = {"hardening": "hardening", "ufw": "ufw", "docker": "docker", "tls": "tls", "backups": "backups",
-              "app": "app"}
+# Roles whose name is also the tag of their stage in site.yml (playbooks/*.yml); the app role on
+# the shared database host is the stage db.
+STAGE_ROLES = ("hardening", "ufw", "docker", "tls", "backups", "app")
 
 
 def diff_lines(diff) -> list:
@@ -100,7 +100,7 @@ def drifted(report: dict) -> tuple[list, list]:
 
 def fix_command(row: dict, inventory: str) -> str:
     role = row["task"].split(" : ", 1)[0] if " : " in row["task"] else ""
-    tag = "db" if role == "app" and "database" in row["play"].lower() else STAGE_TAGS.get(role, "")
+    tag = "db" if role == "app" and "database" in row["play"].lower() else role if role in STAGE_ROLES else ""
     return (f"ansible-playbook site.yml -i {shlex.quote(inventory)} --limit {shlex.quote(row['host'])}"
             + (f" --tags {tag}" if tag else ""))
 
