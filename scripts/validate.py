@@ -16,6 +16,7 @@ Checks, each a row of check / status (PASS, WARN, FAIL, SKIP) / detail / fix:
   port 80/443    the server's web ports can be reached from here (a WARN when not)
   repository     `git ls-remote` finds app_version in app_repo_url
   manifest       the app's shipshape.yml at that version keeps the app contract (its schema)
+  artifacts      each file the app pins by sha256 has a URL (app_artifact_urls or the manifest)
   compose        the compose files exist at that version and are valid
   env keys       every key of the app's .env.example is configured
   syntax-check   `ansible-playbook site.yml --syntax-check` passes
@@ -78,6 +79,7 @@ PROBE_VARS = (
     "tls_domains", "tls_acme_email", "tls_acme_server",
     "app_compose_files", "app_stateful_files", "app_web_service",
     "app_compose_variables", "app_db_service", "preflight_supported_debian_releases",
+    "app_artifacts", "app_artifact_urls",
     "app_image_source", "app_registry_username", "app_registry_password",
     "shipshape_public_address", "shipshape_dns_overrides", "shipshape_public_http_port",
     "shipshape_public_https_port", "shipshape_min_disk_free_mb", "shipshape_min_memory_mb",
@@ -1048,14 +1050,18 @@ def interpolation_names(text: str) -> set:
     return set(re.findall(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?\?)", text))
 
 
-def read_manifest(text: str) -> dict:
-    """The app's shipshape.yml read by the app role's own filter (the same schema, the same
-    messages): {"manifest": {...}, "errors": [...]}."""
+def manifest_filters():
+    """The app role's filters of the manifest (the same schema, the same messages)."""
     path = Path(__file__).resolve().parent.parent / "roles/app/filter_plugins/app_manifest.py"
     spec = importlib.util.spec_from_file_location("app_manifest", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.app_manifest(text)
+    return module
+
+
+def read_manifest(text: str) -> dict:
+    """The app's shipshape.yml read by the app role's own filter: {"manifest": {...}, "errors": [...]}."""
+    return manifest_filters().app_manifest(text)
 
 
 def check_manifest(report: Report, repo: str, ref: str, values: dict, inventory: Path) -> dict:
@@ -1071,8 +1077,17 @@ def check_manifest(report: Report, repo: str, ref: str, values: dict, inventory:
         report.add("manifest", "FAIL", f"{error} (at {version})",
                    f"fix shipshape.yml in the app repository (schema: roles/app/files/shipshape.schema.json), "
                    f"or set the app_* variable of that key in {main}")
-    if not read["errors"]:
-        report.add("manifest", "PASS", f"shipshape.yml at {version} keeps the app contract")
+    if read["errors"]:
+        return {}
+    report.add("manifest", "PASS", f"shipshape.yml at {version} keeps the app contract")
+    artifacts = values.get("app_artifacts", read["manifest"].get("artifacts", []))
+    if artifacts or values.get("app_artifact_urls"):
+        planned = manifest_filters().app_artifacts(artifacts, values.get("app_artifact_urls", {}))
+        for error in planned["errors"]:
+            report.add("artifacts", "FAIL", f"{error} (at {version})",
+                       f"give each artifact of shipshape.yml its URL in app_artifact_urls in {main}")
+        if not planned["errors"]:
+            report.add("artifacts", "PASS", f"{len(planned['artifacts'])} artifact(s), each with a URL and a sha256")
     return read["manifest"]
 
 
@@ -1092,7 +1107,9 @@ def check_compose(report: Report, repo: str | None, ref: str | None, values: dic
                  or DEFAULTS["app_compose_files"])
     data_files = values.get("app_stateful_files")
     if data_files is None:
-        data_files = (manifest.get("stateful") or {}).get("files", DEFAULTS["app_stateful_files"])
+        # An app with a manifest that names no stateful files has none; one without a manifest gets the default.
+        data_files = (manifest.get("stateful") or {}).get(
+            "files", [] if "contract" in manifest else DEFAULTS["app_stateful_files"])
     web = (values.get("app_web_service") or (manifest.get("web") or {}).get("service")
            or DEFAULTS["app_web_service"])
     db = values.get("app_db_service") or DEFAULTS["app_db_service"]

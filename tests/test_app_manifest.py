@@ -38,7 +38,16 @@ BAD = [
     ("webb: {}\n", "shipshape.yml line 1: webb: is not a key of the contract"),
     ("- just\n- a list\n", "shipshape.yml line 1: the file: must be a mapping, not a list"),
     ("web: [\n", "shipshape.yml line 2: not YAML"),
+    ("artifacts:\n  - name: model.npy\n", "shipshape.yml line 2: artifacts[0]: needs the key sha256"),
+    ("artifacts:\n  - name: ../model.npy\n    sha256: " + "a" * 64 + "\n",
+     "shipshape.yml line 2: artifacts[0].name: '../model.npy' does not match"),
+    ("artifacts:\n  - name: model.npy\n    sha256: abc\n",
+     "shipshape.yml line 3: artifacts[0].sha256: 'abc' does not match"),
+    ("artifacts:\n  - name: model.npy\n    sha256: " + "a" * 64 + "\n    url: s3://bucket/model.npy\n",
+     "shipshape.yml line 4: artifacts[0].url: 's3://bucket/model.npy' does not match"),
 ]
+
+SHA = "0123456789abcdef" * 4
 
 
 def test_the_examples_manifest_is_valid_and_read_whole():
@@ -72,3 +81,74 @@ def test_the_checker_agrees_with_jsonschema(text):
 
 def test_the_schema_is_a_valid_json_schema():
     jsonschema.Draft202012Validator.check_schema(app_manifest.load_schema())
+
+
+def test_an_artifact_takes_its_url_from_the_inventory_over_the_manifest():
+    artifacts = [{"name": "model.npy", "sha256": SHA.upper(), "url": "https://old.example.test/m.npy"},
+                 {"name": "vocab.txt", "sha256": SHA, "url": "file:///srv/data/vocab.txt"}]
+    result = app_manifest.app_artifacts(artifacts, {"model.npy": "https://models.example.test/m.npy"})
+    assert result == {"errors": [], "artifacts": [
+        {"name": "model.npy", "url": "https://models.example.test/m.npy", "sha256": SHA},
+        {"name": "vocab.txt", "url": "file:///srv/data/vocab.txt", "sha256": SHA}]}
+
+
+def test_no_artifacts_is_nothing_to_fetch():
+    assert app_manifest.app_artifacts([], {}) == {"artifacts": [], "errors": []}
+    assert app_manifest.app_artifacts([], None) == {"artifacts": [], "errors": []}
+
+
+@pytest.mark.parametrize("artifacts, urls, error", [
+    ([{"name": "model.npy", "sha256": SHA}], {},
+     "the artifact model.npy has no URL: set app_artifact_urls: {model.npy: https://...}"),
+    ([{"name": "model.npy", "sha256": SHA}], {"model.npy": "s3://bucket/m"},
+     "the artifact model.npy: its URL must start with http://"),
+    ([{"name": "model.npy", "sha256": "abc", "url": "https://x.test/m"}], {},
+     "the artifact model.npy needs sha256: its 64 hexadecimal digits"),
+    ([{"name": "../etc/passwd", "sha256": SHA, "url": "https://x.test/m"}], {},
+     "app_artifacts[0].name must be a file name"),
+    ([{"name": "m", "sha256": SHA, "url": "https://x.test/m"}] * 2, {}, "the artifact m is listed twice"),
+    ([{"name": "m", "sha256": SHA, "url": "https://x.test/m"}], {"model.npy": "https://x.test/m"},
+     "app_artifact_urls names model.npy, which is not an artifact of the app (its artifacts: m)"),
+    ("model.npy", {}, "app_artifacts must be a list"),
+    ([], ["https://x.test/m"], "app_artifact_urls must map an artifact's name to its URL"),
+])
+def test_an_artifact_that_cannot_be_fetched_safely_is_refused(artifacts, urls, error):
+    result = app_manifest.app_artifacts(artifacts, urls)
+    assert result["artifacts"] == []
+    assert any(found.startswith(error) for found in result["errors"]), result["errors"]
+
+
+def test_static_files_are_read_with_their_app_paths():
+    assert app_manifest.app_static({"path": "/app/dist/", "app_paths": ["/api/"]}) == {
+        "static": {"path": "/app/dist", "app_paths": ["/api/"]}, "errors": []}
+    assert app_manifest.app_static({"path": "/app/dist"}) == {"static": {"path": "/app/dist", "app_paths": []}, "errors": []}
+    assert app_manifest.app_static({}) == {"static": {}, "errors": []}
+    assert app_manifest.app_static(None) == {"static": {}, "errors": []}
+
+
+@pytest.mark.parametrize("static, error", [
+    ({"path": "app/dist"}, "app_static.path must be the directory in the image"),
+    ({"app_paths": ["/api/"]}, "app_static.path must be the directory in the image"),
+    ({"path": "/app/dist", "app_paths": ["/api"]}, "app_static.app_paths must be a list of path prefixes"),
+    ({"path": "/app/dist", "app_paths": "/api/"}, "app_static.app_paths must be a list of path prefixes"),
+    ({"path": "/app/dist", "app_paths": ["/a b/"]}, "app_static.app_paths must be a list of path prefixes"),
+    ({"path": "/app/dist", "root": "/srv"}, "app_static has unknown keys: root"),
+    ("/app/dist", "app_static must be a mapping"),
+])
+def test_static_files_nginx_cannot_serve_safely_are_refused(static, error):
+    result = app_manifest.app_static(static)
+    assert result["static"] == {}
+    assert any(found.startswith(error) for found in result["errors"]), result["errors"]
+
+
+@pytest.mark.parametrize("text", [
+    "static:\n  path: /app/dist\n  app_paths: [/api/]\n",
+    "static:\n  app_paths: [/api/]\n",
+    "static:\n  path: /app/dist\n  app_paths: [api]\n",
+])
+def test_the_checker_agrees_with_jsonschema_on_static(text):
+    schema = app_manifest.load_schema()
+    data = yaml.safe_load(text)
+    ours = app_manifest.schema_errors(data, schema, schema)
+    theirs = list(jsonschema.Draft202012Validator(schema).iter_errors(data))
+    assert bool(ours) == bool(theirs), (ours, [e.message for e in theirs])

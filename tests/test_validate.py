@@ -416,6 +416,20 @@ def test_a_repository_reached_from_here_is_listed_and_its_files_checked(good, se
         assert proc.returncode == 1 and row["status"] == "FAIL", row
         assert re.search(r"shipshape.yml line \d+: once_services: must be a list, not a string", row["detail"]), row
         assert "app_* variable" in row["fix"]
+        # An artifact the manifest pins without a URL, and none in the inventory: a FAIL naming the variable.
+        manifest.write_text(manifest.read_text().replace("once_services: worker\n", "")
+                            + "artifacts:\n  - name: model.npy\n    sha256: " + "ab" * 32 + "\n")
+        for args in (["commit", "-q", "-am", "an artifact"], ["tag", "v1.2"],
+                     ["push", "-q", str(served / "app.git"), "v1.2"]):
+            subprocess.run([*git, *args], cwd=work, check=True)
+        subprocess.run(["git", "-C", str(served / "app.git"), "update-server-info"], check=True)
+        edit_main(inv, "app_version", "v1.2")
+        proc = validate(inv, "--vault-password-file", str(good["password_file"]), "--json")
+        rows = {r["check"]: r for r in rows_of(proc)}
+        assert rows["manifest"]["status"] == "PASS", rows["manifest"]
+        assert proc.returncode == 1 and rows["artifacts"]["status"] == "FAIL", rows.get("artifacts")
+        assert "the artifact model.npy has no URL: set app_artifact_urls" in rows["artifacts"]["detail"]
+        assert "app_artifact_urls" in rows["artifacts"]["fix"]
         # A version that does not exist there is a FAIL that says so.
         edit_main(inv, "app_version", "v9.9")
         proc = validate(inv, "--vault-password-file", str(good["password_file"]), "--json")

@@ -117,8 +117,84 @@ def app_manifest(text, name: str = "shipshape.yml") -> dict:
     return {"manifest": {} if errors else (data or {}), "errors": errors}
 
 
+ARTIFACT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+ARTIFACT_URL = re.compile(r"^(https?|ftp|file)://\S+$")
+SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+
+
+def app_artifacts(artifacts, urls=None) -> dict:
+    """The artifacts to fetch, from app_artifacts (the manifest's, or the inventory's list)
+    with the URLs of app_artifact_urls (name -> URL) winning, as {"artifacts": [{name, url,
+    sha256}], "errors": [...]}; each error names the variable and the fix."""
+    urls = urls or {}
+    errors, plan, names = [], [], []
+    if not isinstance(artifacts, list):
+        return {"artifacts": [], "errors": [f"app_artifacts must be a list of {{name, url, sha256}}, not {_kind(artifacts)}"]}
+    if not isinstance(urls, dict):
+        return {"artifacts": [], "errors": [f"app_artifact_urls must map an artifact's name to its URL, not {_kind(urls)}"]}
+    for index, item in enumerate(artifacts):
+        where = f"app_artifacts[{index}]"
+        if not isinstance(item, dict):
+            errors.append(f"{where} must be a mapping {{name, url, sha256}}, not {_kind(item)}")
+            continue
+        name = item.get("name")
+        if not isinstance(name, str) or not ARTIFACT_NAME.match(name):
+            errors.append(f"{where}.name must be a file name (letters, digits, . _ -), not {name!r}")
+            continue
+        where = f"the artifact {name}"
+        if name in names:
+            errors.append(f"{where} is listed twice in app_artifacts")
+            continue
+        names.append(name)
+        sha256 = item.get("sha256")
+        if not isinstance(sha256, str) or not SHA256.match(sha256):
+            errors.append(f"{where} needs sha256: its 64 hexadecimal digits (sha256sum FILE)")
+            continue
+        url = urls.get(name, item.get("url"))
+        if not url:
+            errors.append(f"{where} has no URL: set app_artifact_urls: {{{name}: https://...}} in the inventory, "
+                          "or url in the app's shipshape.yml")
+            continue
+        if not isinstance(url, str) or not ARTIFACT_URL.match(url):
+            errors.append(f"{where}: its URL must start with http://, https://, ftp:// or file:// "
+                          "(app_artifact_urls or url in shipshape.yml)")
+            continue
+        plan.append({"name": name, "url": url, "sha256": sha256.lower()})
+    for name in urls:
+        if name not in names:
+            errors.append(f"app_artifact_urls names {name}, which is not an artifact of the app "
+                          f"(its artifacts: {', '.join(names) or 'none'})")
+    return {"artifacts": [] if errors else plan, "errors": errors}
+
+
+STATIC_PATH = re.compile(r"^/\S*$")
+APP_PATH = re.compile(r"^/[A-Za-z0-9._~/-]*/$")
+
+
+def app_static(static) -> dict:
+    """The frontend nginx serves (app_static: the manifest's static, or the inventory's) as
+    {"static": {path, app_paths} or {}, "errors": [...]}; each error names the variable."""
+    if static in (None, {}):
+        return {"static": {}, "errors": []}
+    if not isinstance(static, dict):
+        return {"static": {}, "errors": [f"app_static must be a mapping {{path, app_paths}}, not {_kind(static)}"]}
+    errors = []
+    path = static.get("path")
+    if not isinstance(path, str) or not STATIC_PATH.match(path):
+        errors.append(f"app_static.path must be the directory in the image that holds index.html, e.g. /app/dist, not {path!r}")
+    app_paths = static.get("app_paths", [])
+    if not isinstance(app_paths, list) or not all(isinstance(p, str) and APP_PATH.match(p) for p in app_paths):
+        errors.append(f"app_static.app_paths must be a list of path prefixes such as /api/ (a / at each end), not {app_paths!r}")
+    unknown = sorted(set(static) - {"path", "app_paths"})
+    if unknown:
+        errors.append(f"app_static has unknown keys: {', '.join(map(str, unknown))} (known: path, app_paths)")
+    if errors:
+        return {"static": {}, "errors": errors}
+    return {"static": {"path": path.rstrip("/") or "/", "app_paths": list(app_paths)}, "errors": []}
+
+
 class FilterModule:
-    """The app manifest filter."""
+    """The app manifest filters."""
 
     def filters(self):
-        return {"app_manifest": app_manifest}
+        return {"app_manifest": app_manifest, "app_artifacts": app_artifacts, "app_static": app_static}
