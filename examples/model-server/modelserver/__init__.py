@@ -1,0 +1,1 @@
+"""The example model server: a linear two-feature classifier behind a small JSON API."""
