@@ -49,7 +49,7 @@ LOGS = REPO / ".cache" / "molecule"
 ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
        "PYTHONUNBUFFERED": "1"}
 # Longest first (as measured on a 2-core machine), so the slowest jobs do not start last.
-ORDER = ["demo", "multihost", "hardening", "app", "tls", "backups", "ufw", "pytest", "docker", "lint", "default"]
+ORDER = ["demo", "multihost", "hardening", "app", "examples", "tls", "backups", "ufw", "pytest", "docker", "lint", "default"]
 PYTEST = "pytest"
 DEMO = "demo"
 # The tests of the demo server share one demo (tests/conftest.py): they are one job.

@@ -1,5 +1,6 @@
-"""Probes of the edge from the controller: TLS and HTTP to its address on the scenario
-network, with the SNI and Host header of a configured name, as a client on the internet."""
+"""Probes of an edge from the controller: TLS and HTTP to its address on the scenario
+network, with the SNI and Host header of a configured name, as a client on the internet.
+The names below are the tls scenario's; the functions take any edge and ACME host."""
 
 from __future__ import annotations
 
@@ -56,10 +57,10 @@ class _Conn(httpclient.HTTPSConnection):
 
 
 def https(ip: str, name: str, cafile, path: str = "/", method: str = "GET",
-          headers: dict | None = None) -> tuple[int, dict, bytes]:
+          headers: dict | None = None, body: bytes | None = None) -> tuple[int, dict, bytes]:
     conn = _Conn(ip, name, cafile)
     try:
-        conn.request(method, path, headers=headers or {})
+        conn.request(method, path, body=body, headers=headers or {})
         resp = conn.getresponse()
         return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
     finally:
@@ -142,12 +143,12 @@ def echoed(body: bytes) -> dict:
     return json.loads(body)
 
 
-def pebble_root_pem() -> str:
-    """Pebble's current root CA, from its management API (it changes at each start)."""
+def pebble_root_pem(acme: str = ACME) -> str:
+    """Pebble's current root CA, from its management API on host *acme* (it changes at each start)."""
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
-    url = f"https://{testlib.container_ip(ACME)}:15000/roots/0"
+    url = f"https://{testlib.container_ip(acme)}:15000/roots/0"
     with urllib.request.urlopen(url, context=ctx, timeout=10) as resp:
         pem = resp.read().decode()
     assert "BEGIN CERTIFICATE" in pem
