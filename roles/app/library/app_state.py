@@ -183,6 +183,8 @@ def list_releases(root: str) -> list[dict]:
             release.update({field: str(info.get(field) or "") for field in RELEASE_FIELDS})
             if isinstance(info.get("services"), list):
                 release["services"] = [str(service) for service in info["services"]]
+            if isinstance(info.get("static"), dict):
+                release["static"] = info["static"]
         releases.append(release)
     return releases
 
