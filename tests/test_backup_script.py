@@ -47,6 +47,7 @@ def cfg(tmp_path):
         "media_volumes": [], "keep": {"daily": 3, "weekly": 2, "monthly": 2},
         "min_free_mb": 0, "alert_command": f"echo \"$SHIPSHAPE_BACKUP_EVENT $SHIPSHAPE_BACKUP_MESSAGE\" >> {tmp_path}/alerts",
         "restic": {"enabled": False}, "lock_timeout": 5,
+        "metrics_file": str(tmp_path / "node-exporter" / "shipshape_backup_demo-app.prom"),
     }
     path = tmp_path / "backup.json"
     path.write_text(json.dumps(config))
@@ -160,6 +161,28 @@ def test_a_good_run_writes_private_files_with_checksums_and_a_status(cfg, monkey
     assert status["last_size"] == len(b"PGDMP fake dump")
     assert status["last_verified"] == "2024-01-01T00:00:00Z"  # other keys stay
     dt.datetime.strptime(status["last_success"], "%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_the_monitoring_reads_when_the_last_backup_succeeded_and_whether_the_last_run_did(cfg, monkeypatch):
+    conf = sb.Config(str(cfg))
+    conf.dir.mkdir(mode=0o700)
+    sb.update_status(conf, last_success="2024-01-01T00:00:00Z")
+    assert not conf.metrics_file.exists()  # no node exporter here: no file
+    conf.metrics_file.parent.mkdir()
+    sb.update_status(conf, last_success="2024-01-01T00:00:00Z")
+    text = conf.metrics_file.read_text()
+    assert 'shipshape_backup_last_success_timestamp_seconds{app="demo-app"} 1704067200\n' in text
+    assert 'shipshape_backup_last_run_success{app="demo-app"} 1\n' in text
+    assert oct(conf.metrics_file.stat().st_mode & 0o777) == "0o644"
+    sb.update_status(conf, last_failure="2024-01-02T00:00:00Z", last_error="disk full")
+    assert 'shipshape_backup_last_run_success{app="demo-app"} 0\n' in conf.metrics_file.read_text()
+    monkeypatch.setattr(sb, "dump_database", fake_dump(sb))
+    assert sb.main(["--config", str(cfg), "run"]) == 0
+    text = conf.metrics_file.read_text()
+    assert 'shipshape_backup_last_run_success{app="demo-app"} 1\n' in text
+    stamp = float(text.split("shipshape_backup_last_success_timestamp_seconds{app=\"demo-app\"} ")[1].split()[0])
+    assert abs(stamp - dt.datetime.now().timestamp()) < 60
+    assert not list(conf.metrics_file.parent.glob("*.partial"))
 
 
 def test_a_failed_dump_leaves_no_partial_file_alerts_and_keeps_older_backups(cfg, tmp_path, monkeypatch):

@@ -54,6 +54,8 @@ DEFAULT_CONFIG = "/etc/shipshape/backup.json"
 STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
 CHUNK = 1 << 20
 PGDMP_MAGIC = b"PGDMP"
+# The node exporter's directory of text files (Debian's package, as the monitoring role runs it).
+METRICS_DIR = "/var/lib/prometheus/node-exporter"
 
 
 class BackupError(Exception):
@@ -91,6 +93,8 @@ class Config:
         self.app = raw["app"]
         self.dir = Path(raw["dir"])
         self.status_file = Path(raw.get("status_file") or self.dir / "status.json")
+        # Read by the node exporter (monitoring role) when its directory exists.
+        self.metrics_file = Path(raw.get("metrics_file") or f"{METRICS_DIR}/shipshape_backup_{self.app}.prom")
         db = raw.get("db") or {}
         self.db_enabled = bool(db.get("enabled", True))
         self.db_project = db.get("project", f"{self.app}-data")
@@ -215,7 +219,39 @@ def update_status(cfg: Config, **changes) -> dict:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, cfg.status_file)
+    write_metrics(cfg, status)
     return status
+
+
+def _timestamp(value: str) -> float | None:
+    try:
+        return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except (AttributeError, ValueError):
+        return None
+
+
+def write_metrics(cfg: Config, status: dict) -> None:
+    """The backups' state for the monitoring's alerts, as the node exporter's text format:
+    when the last backup succeeded, and whether the last run did. Only where the node
+    exporter reads (its directory exists), atomically, readable by it."""
+    if not cfg.metrics_file.parent.is_dir():
+        return
+    success = _timestamp(status.get("last_success", ""))
+    failure = _timestamp(status.get("last_failure", ""))
+    label = json.dumps(cfg.app)
+    lines = ["# HELP shipshape_backup_last_run_success 1 when the last backup run succeeded, 0 when it failed.",
+             "# TYPE shipshape_backup_last_run_success gauge",
+             f"shipshape_backup_last_run_success{{app={label}}} {0 if failure and (not success or failure > success) else 1}"]
+    if success:
+        lines += ["# HELP shipshape_backup_last_success_timestamp_seconds When the last backup succeeded (Unix time).",
+                  "# TYPE shipshape_backup_last_success_timestamp_seconds gauge",
+                  f"shipshape_backup_last_success_timestamp_seconds{{app={label}}} {success:.0f}"]
+    tmp = cfg.metrics_file.with_name(cfg.metrics_file.name + ".partial")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    with os.fdopen(fd, "w") as handle:
+        handle.write("\n".join(lines) + "\n")
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, cfg.metrics_file)
 
 
 # ------------------------------------------------------------------ alerts
