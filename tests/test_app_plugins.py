@@ -872,7 +872,7 @@ def test_hook_errors_name_the_hook():
 def test_the_filter_plugin_offers_every_filter():
     assert set(filters.FilterModule().filters()) == {
         "app_rollback_target", "app_schema_unknown", "app_retention", "app_env_file", "app_env_problems",
-        "app_env_missing", "app_env_subset", "app_mask", "app_hooks_errors", "app_compose_services"}
+        "app_env_missing", "app_env_subset", "app_mask", "app_hooks_errors", "app_compose_services", "app_notification"}
 
 
 # --- under ansible-playbook ---------------------------------------------------------------
@@ -964,3 +964,25 @@ def test_compose_services_merges_the_files_and_leaves_out_profiled_services():
 @pytest.mark.parametrize("text", ["services: [db]\n", "- a list\n", "services:\n  db: {image: [\n"])
 def test_compose_services_cannot_tell_from_what_is_not_a_compose_file(text):
     assert filters.app_compose_services([text]) is None
+
+
+def test_a_deploy_message_says_what_ran_how_long_and_what_serves():
+    entry = {"time": "2026-12-06T14:01:02Z", "kind": "deploy", "result": "success", "version": "v1.4.2",
+             "commit": "3f6c0e1a2b4d5e6f", "release": "20261206T140102Z-3f6c0e1a2b4d", "previous": "20261129T101502Z-9ab",
+             "deployed_by": "ana@laptop", "failure": ""}
+    message = filters.app_notification(entry, "shop", "web1", 31.7)
+    assert message["text"] == ("shop on web1: deploy of v1.4.2 (3f6c0e1a2b4d) succeeded in 31 s by ana@laptop; "
+                               "release 20261206T140102Z-3f6c0e1a2b4d serves")
+    assert message["content"] == message["text"]
+    assert message["shipshape"]["seconds"] == 31 and message["shipshape"]["app"] == "shop"
+    assert message["shipshape"]["commit"] == "3f6c0e1a2b4d5e6f"
+
+
+def test_a_failed_deploy_message_names_the_step_and_what_still_serves():
+    entry = {"kind": "rollback", "result": "failed", "version": "main", "commit": "abc",
+             "previous": "20261129T101502Z-9ab", "failure": "Ask the new slot for its health: 503"}
+    text = filters.app_notification(entry, "shop", "web1")["text"]
+    assert text == ("shop on web1: rollback of main (abc) FAILED - Ask the new slot for its health: 503; "
+                    "20261129T101502Z-9ab still serves")
+    first = filters.app_notification({"result": "failed", "version": "v1"}, "shop", "web1")["text"]
+    assert first.endswith("FAILED - no reason recorded; no release served before")

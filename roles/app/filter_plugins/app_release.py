@@ -287,12 +287,36 @@ def app_compose_services(texts: Iterable) -> list[str] | None:
     return sorted(name for name, profiled in services.items() if not profiled)
 
 
+def app_notification(entry: Mapping, app: str, server: str, seconds=None) -> dict:
+    """The message about a deploy or rollback for the team's webhook, from its ledger line:
+    a one-line text (Slack and Mattermost read `text`, Discord `content`) and the facts under
+    `shipshape`."""
+    kind = str(entry.get("kind") or "deploy")
+    version = str(entry.get("version") or "")
+    commit = str(entry.get("commit") or "")[:12]
+    what = f"{kind} of {version}" + (f" ({commit})" if commit and commit != version else "")
+    took = f" in {int(seconds)} s" if seconds is not None else ""
+    who = f" by {entry['deployed_by']}" if entry.get("deployed_by") else ""
+    if entry.get("result") == "success":
+        release = entry.get("release") or entry.get("attempted_release") or ""
+        text = f"{app} on {server}: {what} succeeded{took}{who}; release {release} serves"
+    else:
+        previous = entry.get("previous") or ""
+        serving = f"{previous} still serves" if previous else "no release served before"
+        text = f"{app} on {server}: {what} FAILED{took}{who} - {entry.get('failure') or 'no reason recorded'}; {serving}"
+    facts = {key: entry.get(key, "") for key in (
+        "time", "kind", "result", "version", "commit", "release", "attempted_release", "previous",
+        "deployed_by", "failure")}
+    facts.update(app=app, server=server, seconds=int(seconds) if seconds is not None else None)
+    return {"text": text, "content": text, "shipshape": facts}
+
 class FilterModule:
     """The app role's filters."""
 
     def filters(self):
         return {
             "app_rollback_target": app_rollback_target,
+            "app_notification": app_notification,
             "app_schema_unknown": app_schema_unknown,
             "app_retention": app_retention,
             "app_env_file": app_env_file,
