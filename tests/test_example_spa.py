@@ -20,7 +20,6 @@ import re
 import secrets
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -31,6 +30,7 @@ APP_DIR = REPO / "examples/flask-spa"
 sys.path.insert(0, str(REPO / "examples"))
 
 import images  # noqa: E402
+from test_example_app import wait_for  # noqa: E402
 
 spec = importlib.util.spec_from_file_location("app_manifest", REPO / "roles/app/filter_plugins/app_manifest.py")
 app_manifest = importlib.util.module_from_spec(spec)
@@ -240,18 +240,6 @@ class Api:
             conn.close()
 
 
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-            if last:
-                return last
-        except (OSError, http.client.HTTPException) as exc:
-            last = exc
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 @pytest.fixture(scope="module")

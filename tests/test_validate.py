@@ -405,25 +405,24 @@ def test_a_repository_reached_from_here_is_listed_and_its_files_checked(good, se
         assert proc.returncode == 0, proc.stdout
         # A manifest that breaks the contract is a FAIL naming the file, the line, the key and the fix.
         manifest = work / "shipshape.yml"
-        manifest.write_text(manifest.read_text() + "once_services: worker\n")
-        for args in (["commit", "-q", "-am", "bad manifest"], ["tag", "v1.1"],
-                     ["push", "-q", str(served / "app.git"), "v1.1"]):
-            subprocess.run([*git, *args], cwd=work, check=True)
-        subprocess.run(["git", "-C", str(served / "app.git"), "update-server-info"], check=True)
-        edit_main(inv, "app_version", "v1.1")
+
+        def publish(tag: str, text: str) -> None:
+            """Commit the manifest's new text as TAG, push it, and make the inventory deploy it."""
+            manifest.write_text(text)
+            for args in (["commit", "-q", "-am", tag], ["tag", tag], ["push", "-q", str(served / "app.git"), tag]):
+                subprocess.run([*git, *args], cwd=work, check=True)
+            subprocess.run(["git", "-C", str(served / "app.git"), "update-server-info"], check=True)
+            edit_main(inv, "app_version", tag)
+
+        publish("v1.1", manifest.read_text() + "once_services: worker\n")
         proc = validate(inv, "--vault-password-file", str(good["password_file"]), "--json")
         row = next(r for r in rows_of(proc) if r["check"] == "manifest")
         assert proc.returncode == 1 and row["status"] == "FAIL", row
         assert re.search(r"shipshape.yml line \d+: once_services: must be a list, not a string", row["detail"]), row
         assert "app_* variable" in row["fix"]
         # An artifact the manifest pins without a URL, and none in the inventory: a FAIL naming the variable.
-        manifest.write_text(manifest.read_text().replace("once_services: worker\n", "")
-                            + "artifacts:\n  - name: model.npy\n    sha256: " + "ab" * 32 + "\n")
-        for args in (["commit", "-q", "-am", "an artifact"], ["tag", "v1.2"],
-                     ["push", "-q", str(served / "app.git"), "v1.2"]):
-            subprocess.run([*git, *args], cwd=work, check=True)
-        subprocess.run(["git", "-C", str(served / "app.git"), "update-server-info"], check=True)
-        edit_main(inv, "app_version", "v1.2")
+        publish("v1.2", manifest.read_text().replace("once_services: worker\n", "")
+                + "artifacts:\n  - name: model.npy\n    sha256: " + "ab" * 32 + "\n")
         proc = validate(inv, "--vault-password-file", str(good["password_file"]), "--json")
         rows = {r["check"]: r for r in rows_of(proc)}
         assert rows["manifest"]["status"] == "PASS", rows["manifest"]

@@ -83,6 +83,13 @@ def commit(repo: Path, message: str, tag: str) -> None:
     git(repo, "tag", tag)
 
 
+def publish(work: Path, bare: Path) -> None:
+    """Replace the bare repository BARE with a clone of the work tree WORK."""
+    if bare.exists():
+        shutil.rmtree(bare)
+    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(bare)], check=True)
+
+
 def main() -> int:
     source, bare = Path(sys.argv[1]), Path(sys.argv[2])
     with tempfile.TemporaryDirectory() as tmp:
@@ -139,9 +146,7 @@ def main() -> int:
         commit(work, "A manifest that breaks the app contract", "badmanifest")
         git(work, "checkout", "-q", "releases")
 
-        if bare.exists():
-            shutil.rmtree(bare)
-        subprocess.run(["git", "clone", "-q", "--bare", str(work), str(bare)], check=True)
+        publish(work, bare)
     print(bare)
     return 0
 

@@ -6,7 +6,8 @@ examples-acme, checks its sha256 against the app's shipshape.yml, and the releas
 read-only. Runs after converge and idempotence; the tests build on each other in file order:
 v1 serves -> v2 (the same model) refused without a URL, then deployed while the web server is
 down (the model comes from the cache) -> v3 (a retrained model) refused when the file at the URL
-is another one or missing, then deployed -> a rollback to v2 and its model.
+is another one or missing, then deployed -> a rollback to v2 and its model -> each of these
+runs was announced to the team's webhook (the receiver on examples-acme).Every test takes testinfra's `host` (a parameter of the module), so pytest keeps them in file order.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "shared"))
 import testlib  # noqa: E402
-from tlsprobe import https, pebble_root_pem  # noqa: E402
+from tlsprobe import https  # noqa: E402
 
 SERVER = "examples-web"
 ACME = "examples-acme"
@@ -44,13 +45,6 @@ RETRAINED = hashlib.sha256((CACHE / "artifacts/model-retrained.npy").read_bytes(
 @pytest.fixture(scope="module")
 def web_ip() -> str:
     return testlib.container_ip(SERVER)
-
-
-@pytest.fixture(scope="module")
-def cafile(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("pebble") / "root.pem"
-    path.write_text(pebble_root_pem(ACME))
-    return path
 
 
 def call(web_ip, cafile, path: str, payload: dict | None = None) -> tuple[int, dict]:
@@ -108,7 +102,7 @@ def flat(output: str) -> str:
 
 # ------------------------------------------------------------------ v1 serves
 
-def test_the_model_server_answers_over_https_with_its_model_loaded(web_ip, cafile):
+def test_the_model_server_answers_over_https_with_its_model_loaded(host, web_ip, cafile):
     status, body = call(web_ip, cafile, "/health")
     assert status == 200, body
     assert body["status"] == "ok"
@@ -118,13 +112,13 @@ def test_the_model_server_answers_over_https_with_its_model_loaded(web_ip, cafil
 
 
 @pytest.mark.parametrize("features", [[1.0, 1.0], [0.0, 0.0], [0.2, 0.5]])
-def test_predict_gives_the_answer_of_the_pinned_model(web_ip, cafile, features):
+def test_predict_gives_the_answer_of_the_pinned_model(host, web_ip, cafile, features):
     status, body = call(web_ip, cafile, "/predict", {"features": features})
     assert status == 200, body
     assert body == expected(features)
 
 
-def test_a_request_of_the_wrong_shape_is_refused(web_ip, cafile):
+def test_a_request_of_the_wrong_shape_is_refused(host, web_ip, cafile):
     status, _ = call(web_ip, cafile, "/predict", {"features": [1.0]})
     assert status == 422
 
@@ -150,7 +144,7 @@ def test_the_app_has_no_database(host):
 
 def test_an_artifact_without_a_url_is_refused_before_anything_changes(host, web_ip, cafile):
     before = state(host)
-    run = testlib.run_playbook("converge.yml", {"app_version": "v2", "app_artifact_urls": {}})
+    run = testlib.run_playbook("converge.yml", {"app_version": "v2", "app_artifact_urls": {}}, "--limit", SERVER)
     assert run.returncode != 0
     assert "the artifact model.npy has no URL: set app_artifact_urls" in flat(run.stdout), run.stdout[-3000:]
     assert state(host) == before
@@ -161,7 +155,7 @@ def test_a_new_version_takes_the_model_from_the_cache(host, web_ip, cafile):
     # The artifacts' web server is down: v2 pins the same model, which the cache holds.
     testlib.docker_exec(ACME, "systemctl", "stop", "artifacts-http")
     try:
-        run = testlib.run_playbook("converge.yml", {"app_version": "v2"})
+        run = testlib.run_playbook("converge.yml", {"app_version": "v2"}, "--limit", SERVER)
     finally:
         testlib.docker_exec(ACME, "systemctl", "start", "artifacts-http")
     assert run.returncode == 0, run.stdout[-3000:]
@@ -181,7 +175,7 @@ def test_a_model_that_is_not_the_pinned_one_stops_the_deploy_before_the_switch(h
     # v3 pins the retrained model; the URL gives another file, or none.
     before = state(host)
     run = testlib.run_playbook("converge.yml", {
-        "app_version": "v3", "app_artifact_urls": {"model.npy": f"http://{ACME}:8080/{file}"}})
+        "app_version": "v3", "app_artifact_urls": {"model.npy": f"http://{ACME}:8080/{file}"}}, "--limit", SERVER)
     assert run.returncode != 0
     text = flat(run.stdout)
     assert 'failed at "Fetch each artifact and check its sha256"' in text, run.stdout[-3000:]
@@ -197,7 +191,8 @@ def test_a_model_that_is_not_the_pinned_one_stops_the_deploy_before_the_switch(h
 
 def test_a_new_model_deploys_with_its_version(host, web_ip, cafile):
     run = testlib.run_playbook("converge.yml", {
-        "app_version": "v3", "app_artifact_urls": {"model.npy": f"http://{ACME}:8080/model-retrained.npy"}})
+        "app_version": "v3", "app_artifact_urls": {"model.npy": f"http://{ACME}:8080/model-retrained.npy"}},
+        "--limit", SERVER)
     assert run.returncode == 0, run.stdout[-3000:]
     status, body = call(web_ip, cafile, "/health")
     assert (status, body["version"], body["model_sha256"]) == (200, commit_of("v3"), RETRAINED)
@@ -208,8 +203,23 @@ def test_a_new_model_deploys_with_its_version(host, web_ip, cafile):
 
 
 def test_a_rollback_puts_the_previous_version_back_with_its_model(host, web_ip, cafile):
-    run = testlib.run_playbook(REPO / "playbooks/rollback.yml")
+    run = testlib.run_playbook(REPO / "playbooks/rollback.yml", None, "--limit", SERVER)
     assert run.returncode == 0, run.stdout[-3000:]
     status, body = call(web_ip, cafile, "/health")
     assert (status, body["version"], body["model_sha256"]) == (200, commit_of("v2"), PIN)
     assert call(web_ip, cafile, "/predict", {"features": [0.2, 0.5]})[1] == expected([0.2, 0.5])
+
+
+def test_each_deploy_and_rollback_was_announced(host):
+    out = testlib.docker_exec(ACME, "cat", "/var/log/alerts.jsonl").stdout
+    messages = [json.loads(line)["body"] for line in out.splitlines()]
+    runs = [(m["shipshape"]["kind"], m["shipshape"]["version"], m["shipshape"]["result"])
+            for m in messages if "shipshape" in m]
+    assert runs == [("deploy", "v1", "success"), ("deploy", "v2", "failed"), ("deploy", "v2", "success"),
+                    ("deploy", "v3", "failed"), ("deploy", "v3", "failed"), ("deploy", "v3", "success"),
+                    ("rollback", "v2", "success")], runs
+    texts = [m["text"] for m in messages if "shipshape" in m]
+    assert texts[3].startswith(f"model on {SERVER}: deploy of v3 ({commit_of('v3')[:12]}) FAILED in ")
+    assert 'Fetch each artifact and check its sha256' in texts[3]
+    assert texts[3].endswith("still serves")
+    assert "succeeded in" in texts[5] and texts[5].endswith("serves")
