@@ -7,7 +7,8 @@ read-only. Runs after converge and idempotence; the tests build on each other in
 v1 serves -> v2 (the same model) refused without a URL, then deployed while the web server is
 down (the model comes from the cache) -> v3 (a retrained model) refused when the file at the URL
 is another one or missing, then deployed -> a rollback to v2 and its model -> each of these
-runs was announced to the team's webhook (the receiver on examples-acme).Every test takes testinfra's `host` (a parameter of the module), so pytest keeps them in file order.
+runs was announced to the team's webhook (the receiver on examples-acme) -> the day-2
+commands: a one-off command in the live release, the logs.Every test takes testinfra's `host` (a parameter of the module), so pytest keeps them in file order.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ UPSTREAM = "/etc/nginx/conf.d/shipshape-upstream.conf"
 SLOT_PORTS = {8000: "a", 8001: "b"}
 PIN = yaml.safe_load((REPO / "examples/model-server/shipshape.yml").read_text())["artifacts"][0]["sha256"]
 CACHE = REPO / ".cache/molecule/examples"
+TOKEN = yaml.safe_load((REPO / "molecule/examples/group_vars/web/secrets.yml").read_text())["app_env_secrets"]["API_TOKEN"]
 RETRAINED = hashlib.sha256((CACHE / "artifacts/model-retrained.npy").read_bytes()).hexdigest()
 
 
@@ -223,3 +225,28 @@ def test_each_deploy_and_rollback_was_announced(host):
     assert 'Fetch each artifact and check its sha256' in texts[3]
     assert texts[3].endswith("still serves")
     assert "succeeded in" in texts[5] and texts[5].endswith("serves")
+
+
+def test_a_one_off_command_runs_in_a_fresh_container_of_the_live_release(host):
+    before = host.check_output("docker ps -aq | sort")
+    argv = ["python3", "-c", "import os; print('token', os.environ['API_TOKEN']); "
+            "print('model', open('/models/model.npy', 'rb').read(6)[1:].decode())"]
+    run = testlib.run_playbook(REPO / "playbooks/exec.yml", {"app_exec_argv": argv, "exec_hosts": SERVER})
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert "token ********" in run.stdout and "model NUMPY" in run.stdout, run.stdout[-3000:]
+    assert TOKEN not in run.stdout
+    assert host.check_output("docker ps -aq | sort") == before  # nothing left behind
+    failed = testlib.run_playbook(REPO / "playbooks/exec.yml", {
+        "app_exec_argv": ["python3", "-c", "raise SystemExit(3)"], "exec_hosts": SERVER})
+    assert failed.returncode != 0 and "The command exited with 3" in flat(failed.stdout), failed.stdout[-3000:]
+
+
+def test_the_logs_show_the_lines_that_match(host, web_ip, cafile):
+    assert call(web_ip, cafile, "/predict", {"features": [1.0, 1.0]})[0] == 200
+    run = testlib.run_playbook(REPO / "playbooks/logs.yml", {
+        "app_logs_since": "10m", "app_logs_pattern": "POST /predict"}, "--limit", SERVER)
+    assert run.returncode == 0, run.stdout[-3000:]
+    shown = flat(run.stdout.split("Show the lines that match", 1)[1].split("PLAY RECAP")[0]).replace('\\"', '"')
+    assert '"POST /predict HTTP/1.1" 200' in shown, shown[-3000:]
+    assert '"GET /health' not in shown, shown[-3000:]  # the health checks' lines did not match
+    assert "\\u001b" not in shown  # no terminal control sequences

@@ -1,7 +1,8 @@
 """The monitoring role on the model server's host (examples-web): Prometheus scrapes the node
 exporter and probes the site over HTTPS, no monitoring port answers from outside, and an alert
 reaches the receiver on examples-acme when the site goes down, then its resolution when it is
-back; a planted backup metrics file that is too old alerts too. The times are printed.
+back; a planted backup metrics file that is too old alerts too, and so does a planted container
+whose health check fails. The times are printed.
 
 Every test takes testinfra's `host` (a parameter of the module), so pytest keeps them in file order.
 """
@@ -94,6 +95,9 @@ def test_a_site_that_goes_down_alerts_and_its_return_resolves(host, request):
     # A backup that last succeeded two days ago, as the backup job's metrics file would say.
     host.run(f"printf 'shipshape_backup_last_success_timestamp_seconds %d\\nshipshape_backup_last_run_success 1\\n' "
              f"$(( $(date +%s) - 172800 )) > {BACKUP_METRICS}.tmp && mv {BACKUP_METRICS}.tmp {BACKUP_METRICS}")
+    # A container whose health check always fails (the base image is on the server).
+    host.check_output("docker run -d --name sick-canary --health-cmd false --health-interval 2s --health-retries 1 "
+                      "shipshape/base:debian13 sleep 3600")
     stopped = time.time()
     host.check_output(f"docker stop {web}")
     try:
@@ -106,6 +110,10 @@ def test_a_site_that_goes_down_alerts_and_its_return_resolves(host, request):
     assert down["time"] - stopped < 180, "the default rules must alert within 3 minutes"
     backup = wait_for(lambda a: a["name"] == "BackupTooOld" and a["status"] == "firing", 60, "BackupTooOld alert")
     say(request, f"BackupTooOld: {backup['summary']}")
+    sick = wait_for(lambda a: a["name"] == "ContainerUnhealthy" and a["labels"].get("name") == "sick-canary", 120,
+                    "ContainerUnhealthy alert")
+    say(request, f"ContainerUnhealthy: {sick['summary']}")
+    host.run("docker rm -f sick-canary")
     resolved = wait_for(lambda a: a["name"] == "SiteDown" and a["status"] == "resolved", 180, "resolution of SiteDown")
     say(request, f"SiteDown resolved at the receiver {resolved['time'] - started:.0f} s after the app started again")
     host.run(f"rm -f {BACKUP_METRICS}")

@@ -5,7 +5,8 @@ on examples-acme, trusting Pebble's root) that runs the page's script against th
 
 Runs after converge and idempotence; the tests build on each other in file order:
 v1 serves -> v2 (a new stylesheet) switches the files and the API at once -> a release whose
-image has no frontend is refused -> a rollback brings v1's files back.Every test takes testinfra's `host` (a parameter of the module), so pytest keeps them in file order.
+image has no frontend is refused -> maintenance mode on and off -> a rollback brings v1's
+files back.Every test takes testinfra's `host` (a parameter of the module), so pytest keeps them in file order.
 """
 
 from __future__ import annotations
@@ -183,6 +184,27 @@ def test_an_image_without_the_frontend_is_refused_before_the_switch(host, spa_ip
     assert "has no /app/no-such-dir (app_static.path)" in text, run.stdout[-3000:]
     assert state(host) == before
     assert get(spa_ip, cafile, "/")[2] == page
+
+
+def test_maintenance_mode_answers_every_request_with_its_page_while_the_app_runs(host, spa_ip, cafile):
+    container = web_container(host)
+    run = testlib.run_playbook(REPO / "playbooks/maintenance.yml", {"maintenance": "on"}, "--limit", SERVER)
+    assert run.returncode == 0, run.stdout[-3000:]
+    try:
+        for path in ("/", "/about", "/api/health"):
+            status, headers, body = get(spa_ip, cafile, path)
+            assert (status, headers.get("retry-after")) == (503, "300"), (path, status, headers)
+            assert b"Down for maintenance" in body and headers["cache-control"] == "no-store"
+            assert "strict-transport-security" in headers
+        assert web_container(host) == container  # the app kept running
+        again = testlib.run_playbook(REPO / "playbooks/maintenance.yml", {"maintenance": "on"}, "--limit", SERVER)
+        assert testlib.recap(again.stdout)[SERVER]["changed"] == 0
+    finally:
+        off = testlib.run_playbook(REPO / "playbooks/maintenance.yml", {"maintenance": "off"}, "--limit", SERVER)
+    assert off.returncode == 0, off.stdout[-3000:]
+    assert get(spa_ip, cafile, "/api/health")[0] == 200
+    refused = testlib.run_playbook(REPO / "playbooks/maintenance.yml", {"maintenance": "maybe"}, "--limit", SERVER)
+    assert refused.returncode != 0 and "-e maintenance=on or -e maintenance=off" in flat(refused.stdout)
 
 
 def test_a_rollback_brings_back_the_previous_files(host, spa_ip, cafile):
